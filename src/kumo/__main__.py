@@ -1,0 +1,3 @@
+from kumo.cli.main import app
+
+app(prog_name="kumo")

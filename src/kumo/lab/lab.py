@@ -1,0 +1,262 @@
+"""``kumo lab``: bring the one-machine cluster up, report on it, and take it down.
+
+``up`` writes ``RUN_DIR/lab.json`` first and, on any failure, takes everything down again.
+``down`` does not trust that file: it removes whatever the lab's names and paths show
+(namespaces ``kumo-*``, root links ``kumo-*``, the guard route, mounts and state under the
+lab's directories), so it also cleans up after an ``up`` that died half-way.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from kumo.lab import faults, guest, hypervisor_host, namespaces, network, probe, services
+from kumo.lab.namespaces import NETNS_DIR, RUN_DIR, STATE_DIR
+from kumo.lab.plan import (
+    LAB_RANGE,
+    NETNS_PREFIX,
+    SHARED_POOL_PATH,
+    SWITCH_NETNS,
+    LabPlan,
+    LabPlanError,
+    Network,
+    Role,
+    make_plan,
+)
+from kumo.lab.shell import LabError, run
+
+STATE_FILE = RUN_DIR / "lab.json"
+GOLDEN_NAME = "testguest.qcow2"
+
+
+class LabAlreadyUp(LabError):
+    pass
+
+
+class LabNotUp(LabError):
+    pass
+
+
+def current_plan() -> LabPlan:
+    """The plan of the running lab; :class:`LabNotUp` when there is none."""
+    try:
+        info = json.loads(STATE_FILE.read_text())
+    except FileNotFoundError:
+        raise LabNotUp("the lab is not up; start it with `kumo lab up`") from None
+    return make_plan(int(info["hosts"]))
+
+
+def lab_netns() -> list[str]:
+    return [n for n in namespaces.netns_list() if n.startswith(NETNS_PREFIX)]
+
+
+def up(hosts: int, log: Callable[[str], None] = print) -> tuple[LabPlan, probe.Capabilities]:
+    plan = make_plan(hosts)
+    if STATE_FILE.exists():
+        running = json.loads(STATE_FILE.read_text()).get("hosts")
+        raise LabAlreadyUp(
+            f"the lab is already up with {running} hosts; "
+            "`kumo lab status` shows it, `kumo lab down` removes it"
+        )
+    if lab_netns():
+        raise LabAlreadyUp(
+            f"leftovers of an earlier lab exist ({', '.join(lab_netns())}); "
+            "run `kumo lab down` first"
+        )
+    network.check_routes()
+    image = guest.find_guest() or guest.build_guest()
+    caps = probe.probe(image)
+    for line in caps.lines():
+        log(line)
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    STATE_FILE.write_text(
+        json.dumps({"hosts": hosts, "started": time.time(), "domain_type": caps.domain_type})
+    )
+    try:
+        _build(plan, image, log)
+    except BaseException:
+        log("lab up failed; removing what it made")
+        down()
+        raise
+    return plan, caps
+
+
+def _build(plan: LabPlan, image: guest.GuestImage, log: Callable[[str], None]) -> None:
+    t0 = time.monotonic()
+    network.build_switch()
+    network.wire_root(plan)
+    for node in plan.nodes:
+        network.wire_node(node)
+    log(
+        f"networks wired: public {plan.router.address(Network.PUBLIC)}/24, "
+        f"storage {plan.nas.address(Network.STORAGE)}/24 ({time.monotonic() - t0:.1f} s)"
+    )
+    images = hypervisor_host.nas_export() / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    shutil.copy(image.golden, images / GOLDEN_NAME)
+    (hypervisor_host.nas_export() / ".kumo-pool").write_text("shared\n")
+    hosts_file = hypervisor_host.hosts_file(list(plan.nodes))
+    for host in plan.hosts:
+        hypervisor_host.prepare_host(host, hosts_file)
+        hypervisor_host.start_daemons(host)
+    hypervisor_host.wait_libvirtd(list(plan.hosts))
+    hypervisor_host.save_qemu_capabilities(plan.hosts[0])
+    log(f"{', '.join(h.name for h in plan.hosts)}: libvirtd up ({time.monotonic() - t0:.1f} s)")
+    services.start_etcd(plan)
+    log(f"ctl: etcd healthy at {plan.etcd_endpoint} ({time.monotonic() - t0:.1f} s)")
+    services.start_dhcp(plan)
+    log(f"router: DHCP for guests on the public network ({time.monotonic() - t0:.1f} s)")
+
+
+def down() -> list[str]:
+    """Remove everything the lab made; returns what was removed (empty: nothing was up)."""
+    removed: list[str] = []
+    netns = lab_netns()
+    for ns in netns:
+        if namespaces.pids_in_netns(ns):
+            namespaces.kill_netns(ns)
+            removed.append(f"processes in {ns}")
+    if namespaces.NS_DIR.is_dir():
+        for f in sorted(namespaces.NS_DIR.glob("*.mnt")):
+            namespaces.release_host_namespaces(f.stem)
+            removed.append(f"namespaces of {f.stem}")
+    namespaces.release_ns_dir()
+    for ns in netns:
+        run(["ip", "netns", "del", ns])
+        removed.append(f"netns {ns}")
+    links = network.root_lab_links()
+    guard = _guard_present()
+    network.unwire_root(links)
+    removed.extend(f"link {link}" for link in links)
+    if guard:
+        removed.append(f"route unreachable {LAB_RANGE}")
+    for prefix in (str(RUN_DIR), str(STATE_DIR)):
+        for point in namespaces.mounts_under(prefix):
+            run(["umount", "-l", point], check=False)
+            removed.append(f"mount {point}")
+    for d in (STATE_DIR, RUN_DIR):
+        if d.exists():
+            shutil.rmtree(d)
+            removed.append(str(d))
+    return removed
+
+
+def _guard_present() -> bool:
+    return any(r.type == "unreachable" and r.dst == str(LAB_RANGE) for r in network.root_routes())
+
+
+def leftovers() -> list[str]:
+    """What the lab would leave behind if it were down now (empty when clean)."""
+    found = [f"netns {n}" for n in lab_netns()]
+    for n in lab_netns():
+        found.extend(f"process {p} in {n}" for p in namespaces.pids_in_netns(n))
+    found.extend(f"link {link}" for link in network.root_lab_links())
+    if _guard_present():
+        found.append(f"route unreachable {LAB_RANGE}")
+    for prefix in (str(RUN_DIR), str(STATE_DIR)):
+        found.extend(f"mount {m}" for m in namespaces.mounts_under(prefix))
+    found.extend(str(d) for d in (RUN_DIR, STATE_DIR) if d.exists())
+    return found
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    name: str
+    role: str
+    addresses: dict[str, str]
+    state: str  # "running", "killed", …
+    detail: str
+
+
+@dataclass(frozen=True)
+class LabStatus:
+    plan: LabPlan
+    nodes: tuple[NodeStatus, ...]
+    etcd_healthy: bool
+    capabilities: probe.Capabilities | None
+
+
+def status() -> LabStatus:
+    plan = current_plan()
+    etcd_ok = services.etcd_healthy(plan)
+    rows = []
+    for node in plan.nodes:
+        addrs = {p.network.value: p.ip for p in node.ports}
+        if not (NETNS_DIR / node.netns).exists():
+            rows.append(NodeStatus(node.name, node.role.value, addrs, "missing", "no namespace"))
+            continue
+        if node.role == Role.HOST:
+            f = faults.host_faults(node)
+            state = "killed" if f.powered_off else "running"
+            detail = "libvirtd ok" if not f.powered_off else "no libvirtd"
+            if f.describe() != "none":
+                detail += f"; faults: {f.describe()}"
+        elif node.role == Role.CONTROLLER:
+            state = "running" if etcd_ok else "degraded"
+            detail = f"etcd {'healthy' if etcd_ok else 'UNHEALTHY'} at {plan.etcd_endpoint}"
+        elif node.role == Role.ROUTER:
+            dhcp = services.dhcp_running(plan)
+            state = "running" if dhcp else "degraded"
+            detail = "gateway; DHCP " + ("serving" if dhcp else "NOT RUNNING")
+        else:
+            pool = hypervisor_host.nas_export()
+            state = "running" if pool.is_dir() else "degraded"
+            detail = f"shared pool at {SHARED_POOL_PATH} on every host"
+        rows.append(NodeStatus(node.name, node.role.value, addrs, state, detail))
+    image = guest.find_guest()
+    caps = probe.probe(image) if image else None
+    return LabStatus(plan=plan, nodes=tuple(rows), etcd_healthy=etcd_ok, capabilities=caps)
+
+
+def exec_prefix(node_name: str) -> list[str]:
+    plan = current_plan()
+    node = plan.node(node_name)
+    return namespaces.enter(node.netns, node.name if node.role == Role.HOST else None)
+
+
+def switch_exists() -> bool:
+    return (NETNS_DIR / SWITCH_NETNS).exists()
+
+
+def fault(kind: str, args: list[str]) -> str:
+    """Apply one fault; returns a sentence saying what was done."""
+    if kind not in faults.FAULT_KINDS:
+        raise LabPlanError(f"fault: unknown fault {kind!r}; known: {', '.join(faults.FAULT_KINDS)}")
+    usage = {
+        "kill-host": "kill-host HOST",
+        "cut": "cut HOST public|storage",
+        "partition": "partition HOST",
+        "slow": "slow HOST public|storage RATE",
+        "heal": "heal HOST",
+    }[kind]
+    arity = len(usage.split()) - 1
+    if len(args) != arity:
+        raise LabPlanError(f"fault {kind}: expected `{usage}`")
+    plan = current_plan()
+    host = plan.host(args[0])
+    if kind == "kill-host":
+        faults.kill_host(host)
+        return f"{host.name}: every process killed (power pulled)"
+    if kind == "cut":
+        net = faults.parse_network(args[1])
+        faults.cut(plan, host, net)
+        return f"{host.name}: {net} link cut"
+    if kind == "partition":
+        faults.partition(plan, host)
+        return f"{host.name}: partitioned from etcd ({plan.etcd_endpoint}); links stay up"
+    if kind == "slow":
+        net = faults.parse_network(args[1])
+        rate = faults.parse_rate(args[2])
+        faults.slow(host, net, rate)
+        return f"{host.name}: {net} link slowed to {rate}"
+    done = faults.heal(plan, host)
+    return f"{host.name}: " + (", ".join(done) if done else "nothing to heal")
+
+
+def shared_pool_dir() -> Path:
+    return hypervisor_host.nas_export()
