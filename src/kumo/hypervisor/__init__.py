@@ -1,0 +1,1 @@
+"""The hypervisor interface (base.py), its libvirt implementation and a fake twin."""

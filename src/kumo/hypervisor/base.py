@@ -1,0 +1,77 @@
+"""The hypervisor interface the agent uses: about a dozen methods, implemented on libvirt
+(libvirt_hv.py) and by a fake (fake.py) that obeys the same contract tests
+(tests/contract/test_hypervisor_contract.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from kumo.hypervisor.domain import DomainConfig
+
+
+class HypervisorError(Exception):
+    """libvirtd or QEMU refused or failed; the message says which host and what."""
+
+
+class DomainState(StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    SHUTOFF = "shutoff"
+    CRASHED = "crashed"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class Domain:
+    name: str
+    uuid: str
+    state: DomainState
+    kumo_vm: str | None  # the kumo VM it belongs to, from its metadata; None: not ours
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    hostname: str
+    cpus: int
+    memory_mib: int
+    libvirt_version: str
+    qemu_version: str
+
+
+class Hypervisor(Protocol):
+    def facts(self) -> HostFacts: ...
+
+    def domains(self) -> list[Domain]: ...
+
+    def define(self, config: DomainConfig) -> None:
+        """Define (or redefine) a persistent domain."""
+        ...
+
+    def start(self, name: str) -> None: ...
+
+    def shutdown(self, name: str) -> None:
+        """Ask the guest to power off (ACPI); returns at once."""
+        ...
+
+    def destroy(self, name: str) -> None:
+        """Power off now (no-op when not running)."""
+        ...
+
+    def reboot(self, name: str) -> None:
+        """Ask the guest to reboot (ACPI); returns at once."""
+        ...
+
+    def reset(self, name: str) -> None:
+        """Hard reset, like the reset button."""
+        ...
+
+    def undefine(self, name: str) -> None: ...
+
+    def on_change(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(domain name)`` whenever a domain changes state."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,118 @@
+"""A fake Hypervisor for unit tests and the simulator: domains in memory, instant power
+changes, and a guest that obeys ACPI unless told to ignore it. Obeys the hypervisor contract."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kumo.hypervisor.base import Domain, DomainState, HostFacts, HypervisorError
+from kumo.hypervisor.domain import DomainConfig
+
+
+@dataclass
+class _FakeDomain:
+    config: DomainConfig
+    state: DomainState = DomainState.SHUTOFF
+    boots: int = 0
+    transient: bool = False  # undefined while running: gone once it stops
+
+
+class FakeHypervisor:
+    def __init__(
+        self, hostname: str = "fake", cpus: int = 8, memory_mib: int = 16384, acpi: bool = True
+    ) -> None:
+        self.hostname = hostname
+        self.cpus = cpus
+        self.memory_mib = memory_mib
+        self.acpi = acpi  # does the guest obey ACPI power button?
+        self._doms: dict[str, _FakeDomain] = {}
+        self._callbacks: list[Callable[[str], None]] = []
+        self.up = True
+
+    def _check(self) -> None:
+        if not self.up:
+            raise HypervisorError(f"libvirtd on {self.hostname} is unreachable: fake is down")
+
+    def _dom(self, name: str) -> _FakeDomain:
+        self._check()
+        if name not in self._doms:
+            raise HypervisorError(f"libvirt on {self.hostname}: no domain {name}")
+        return self._doms[name]
+
+    def _set(self, name: str, state: DomainState) -> None:
+        d = self._doms[name]
+        if state == DomainState.RUNNING and d.state != DomainState.RUNNING:
+            d.boots += 1
+        d.state = state
+        for cb in list(self._callbacks):
+            cb(name)
+
+    def facts(self) -> HostFacts:
+        self._check()
+        return HostFacts(self.hostname, self.cpus, self.memory_mib, "9.0.0", "7.2.0")
+
+    def domains(self) -> list[Domain]:
+        self._check()
+        return [
+            Domain(n, d.config.uuid, d.state, d.config.name if d.config.owner == "kumo" else None)
+            for n, d in sorted(self._doms.items())
+        ]
+
+    def define(self, config: DomainConfig) -> None:
+        self._check()
+        for n, d in self._doms.items():
+            if n != config.name and d.config.uuid == config.uuid:
+                raise HypervisorError(f"libvirt on {self.hostname}: uuid {config.uuid} in use")
+        if config.name in self._doms:
+            self._doms[config.name].config = config
+        else:
+            self._doms[config.name] = _FakeDomain(config)
+
+    def start(self, name: str) -> None:
+        if self._dom(name).state == DomainState.RUNNING:
+            raise HypervisorError(f"libvirt on {self.hostname}: start {name}: already running")
+        self._set(name, DomainState.RUNNING)
+
+    def shutdown(self, name: str) -> None:
+        if self._dom(name).state != DomainState.RUNNING:
+            raise HypervisorError(f"libvirt on {self.hostname}: shutdown {name}: not running")
+        if self.acpi:
+            self.destroy(name)
+
+    def destroy(self, name: str) -> None:
+        if self._dom(name).state != DomainState.SHUTOFF:
+            self._set(name, DomainState.SHUTOFF)
+        if self._doms[name].transient:
+            del self._doms[name]
+
+    def reboot(self, name: str) -> None:
+        if self._dom(name).state != DomainState.RUNNING:
+            raise HypervisorError(f"libvirt on {self.hostname}: reboot {name}: not running")
+        if self.acpi:
+            self.reset(name)
+
+    def reset(self, name: str) -> None:
+        d = self._dom(name)
+        if d.state != DomainState.RUNNING:
+            raise HypervisorError(f"libvirt on {self.hostname}: reset {name}: not running")
+        d.boots += 1
+        for cb in list(self._callbacks):
+            cb(name)
+
+    def undefine(self, name: str) -> None:
+        d = self._dom(name)
+        if d.state == DomainState.RUNNING:
+            d.transient = True  # as libvirt: it runs on, and vanishes when it stops
+        else:
+            del self._doms[name]
+
+    def on_change(self, callback: Callable[[str], None]) -> None:
+        self._callbacks.append(callback)
+
+    def close(self) -> None:
+        pass
+
+    # for tests: the boot count stands in for the guest's boot id
+    def boots(self, name: str) -> int:
+        return self._doms[name].boots

@@ -1,0 +1,30 @@
+"""Names and small value types."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict
+
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$|^[a-z]$"
+NAME_RULE = (
+    "1 to 63 characters: lowercase letters, digits and '-', starting with a letter and not "
+    "ending with '-'"
+)
+_NAME = re.compile(NAME_PATTERN)
+
+
+def check_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(f"{value!r} is not a valid name: {NAME_RULE}")
+    return value
+
+
+Name = Annotated[str, AfterValidator(check_name)]
+
+
+class Frozen(BaseModel):
+    """Base of every stored model: immutable, unknown fields refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")

@@ -1,0 +1,53 @@
+"""Hypervisor hosts, as their agents register them, and the resources they offer."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import Field
+
+from kumo.model.common import Frozen, Name
+
+
+class HostRecord(Frozen):
+    """Written by the host's agent at start; ``schedulable`` is the operator's."""
+
+    name: Name
+    address: str  # storage (cluster) network: agent endpoint, migrations
+    cpus: int = Field(ge=1)
+    memory_mib: int = Field(ge=1)
+    libvirt_version: str
+    qemu_version: str
+    domain_type: Literal["kvm", "qemu"]
+    pools: tuple[Name, ...] = ()
+    networks: tuple[Name, ...] = ()
+    schedulable: bool = True
+    agent_port: int
+    registered_at: float
+
+
+class HostState(StrEnum):
+    UP = "up"
+    DOWN = "down"  # no live agent lease
+
+
+class Pool(Frozen):
+    name: Name
+    kind: Literal["shared-dir", "local-dir"]
+    path: str = Field(pattern=r"^/[^\0]*$")
+
+
+class Network(Frozen):
+    name: Name
+    kind: Literal["bridge"] = "bridge"
+    bridge: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,15}$")
+
+
+class Image(Frozen):
+    name: Name
+    pool: Name
+    path: str = Field(pattern=r"^[^/\0][^\0]*$")  # inside the pool
+    format: Literal["qcow2", "raw"] = "qcow2"
+    size_gib: int = Field(ge=1)  # virtual size, rounded up
+    created_at: float

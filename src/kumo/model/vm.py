@@ -1,0 +1,82 @@
+"""Virtual machines: the desired spec (written by the API) and the observed status (written by
+the agent of the host that runs it). Placement is a separate record, written by the scheduler."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import Field
+
+from kumo.model.common import Frozen, Name
+
+
+class Power(StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+class PlacementRules(Frozen):
+    host: Name | None = None  # pin to this host
+    affinity: Name | None = None  # group whose members share a host
+    anti_affinity: Name | None = None  # group whose members never share a host
+
+
+class HASpec(Frozen):
+    """Reserved for the HA manager (a later issue): stored now so specs need no migration."""
+
+    enabled: bool = False
+    priority: int = 0
+
+
+class Nic(Frozen):
+    network: Name
+    mac: str = Field(pattern=r"^52:54:00(:[0-9a-f]{2}){3}$")
+
+
+BootDevice = Literal["hd", "network", "cdrom"]
+
+
+class VMSpec(Frozen):
+    name: Name
+    uuid: str
+    vcpus: int = Field(ge=1, le=256)
+    memory_mib: int = Field(ge=16, le=4 * 1024 * 1024)
+    disk_gib: int = Field(ge=1, le=65536)
+    image: Name
+    pool: Name
+    clone: Literal["linked", "full"] = "linked"
+    nics: tuple[Nic, ...]
+    boot: tuple[BootDevice, ...] = ("hd",)
+    placement: PlacementRules = PlacementRules()
+    ha: HASpec = HASpec()
+    power: Power = Power.RUNNING
+    reboot_generation: int = 0  # bumped by `vm reboot`; the agent reboots until it catches up
+    stop_timeout_s: int = Field(default=60, ge=0, le=3600)  # ACPI, then force
+    deleting: bool = False
+    created_at: float
+
+
+class VMState(StrEnum):
+    DEFINING = "defining"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    PAUSED = "paused"
+    CRASHED = "crashed"
+    DELETING = "deleting"
+    ERROR = "error"
+
+
+class VMStatus(Frozen):
+    name: Name
+    host: Name
+    state: VMState
+    reboot_generation: int = 0
+    message: str = ""
+    updated_at: float
+
+
+class Placement(Frozen):
+    host: Name
+    at: float

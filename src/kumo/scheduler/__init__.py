@@ -1,0 +1,1 @@
+"""Placement: filters and weighers over hosts (pure; see tests/unit/test_scheduler.py)."""

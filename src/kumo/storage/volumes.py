@@ -1,0 +1,119 @@
+"""VM disks in a directory pool: ``<pool>/vms/<vm>.qcow2``, a linked clone (qcow2 with the
+image as backing file) or a full copy of an image, grown to the VM's disk size.
+
+The agent uses :class:`Volumes`; :class:`QemuImgVolumes` does the work with ``qemu-img``,
+:class:`FakeVolumes` keeps it in memory. Both pass tests/contract/test_volumes_contract.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Literal, Protocol
+
+
+class VolumeError(Exception):
+    """A disk could not be made or removed; the message names the file and the cause."""
+
+
+class Volumes(Protocol):
+    def path(self, pool_path: str, vm: str) -> str: ...
+
+    def exists(self, pool_path: str, vm: str) -> bool: ...
+
+    def create(
+        self, pool_path: str, vm: str, image: str, size_gib: int, clone: Literal["linked", "full"]
+    ) -> str:
+        """Make the VM's disk from ``image`` (a path inside the pool); returns its path."""
+        ...
+
+    def delete(self, pool_path: str, vm: str) -> None: ...
+
+
+def _disk_path(pool_path: str, vm: str) -> str:
+    return str(Path(pool_path) / "vms" / f"{vm}.qcow2")
+
+
+class QemuImgVolumes:
+    def path(self, pool_path: str, vm: str) -> str:
+        return _disk_path(pool_path, vm)
+
+    def exists(self, pool_path: str, vm: str) -> bool:
+        return os.path.exists(_disk_path(pool_path, vm))
+
+    def _run(self, args: list[str]) -> str:
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=600, check=False)
+        if proc.returncode != 0:
+            raise VolumeError(f"`{' '.join(args)}` failed: {proc.stderr.strip()}")
+        return proc.stdout
+
+    def create(
+        self, pool_path: str, vm: str, image: str, size_gib: int, clone: Literal["linked", "full"]
+    ) -> str:
+        src = Path(pool_path) / image
+        if not src.is_file():
+            raise VolumeError(f"image {src} does not exist in pool {pool_path}")
+        info = json.loads(self._run(["qemu-img", "info", "--output=json", str(src)]))
+        fmt = str(info.get("format", "qcow2"))
+        virtual = int(info.get("virtual-size", 0))
+        size = max(virtual, size_gib * 1024**3)
+        dest = Path(_disk_path(pool_path, vm))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_suffix(".partial")
+        if clone == "linked":
+            # A relative backing path keeps the clone valid wherever the pool is mounted.
+            backing = os.path.relpath(src, dest.parent)
+            self._run(
+                [
+                    "qemu-img",
+                    "create",
+                    "-q",
+                    "-f",
+                    "qcow2",
+                    "-F",
+                    fmt,
+                    "-b",
+                    backing,
+                    str(tmp),
+                    str(size),
+                ]
+            )
+        else:
+            self._run(["qemu-img", "convert", "-O", "qcow2", "-f", fmt, str(src), str(tmp)])
+            self._run(["qemu-img", "resize", "-q", str(tmp), str(size)])
+        tmp.replace(dest)
+        return str(dest)
+
+    def delete(self, pool_path: str, vm: str) -> None:
+        try:
+            os.unlink(_disk_path(pool_path, vm))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise VolumeError(f"cannot remove {_disk_path(pool_path, vm)}: {exc}") from exc
+
+
+class FakeVolumes:
+    def __init__(self, images: set[str] | None = None) -> None:
+        self.images = images  # None: every image exists
+        self.disks: dict[str, tuple[str, int, str]] = {}
+
+    def path(self, pool_path: str, vm: str) -> str:
+        return _disk_path(pool_path, vm)
+
+    def exists(self, pool_path: str, vm: str) -> bool:
+        return _disk_path(pool_path, vm) in self.disks
+
+    def create(
+        self, pool_path: str, vm: str, image: str, size_gib: int, clone: Literal["linked", "full"]
+    ) -> str:
+        if self.images is not None and image not in self.images:
+            raise VolumeError(f"image {Path(pool_path) / image} does not exist in pool {pool_path}")
+        p = _disk_path(pool_path, vm)
+        self.disks[p] = (image, size_gib, clone)
+        return p
+
+    def delete(self, pool_path: str, vm: str) -> None:
+        self.disks.pop(_disk_path(pool_path, vm), None)

@@ -1,0 +1,35 @@
+"""Where each record lives in the store. One place, so the layout can be read at a glance.
+
+/kumo/hosts/<host>        HostRecord            agent (operator: schedulable)
+/kumo/alive/<host>        {"at": ...}           agent, bound to its lease: host liveness
+/kumo/vms/<vm>            VMSpec                API
+/kumo/placement/<vm>      Placement             scheduler (compare-and-swap on sched-epoch)
+/kumo/vmstatus/<vm>       VMStatus              agent of the host running it
+/kumo/pools/<pool>, /kumo/networks/<net>, /kumo/images/<image>    API
+/kumo/tasks/<id>          Task                  API creates; agent/controllers finish
+/kumo/events/<rev-ish>    Event                 everyone (append-only)
+/kumo/tokens/<sha256>     TokenRecord           server
+/kumo/leader              {"id": ...}           the leading server, bound to its lease
+/kumo/sched-epoch         counter               every placement; serialises capacity checks
+"""
+
+from __future__ import annotations
+
+ROOT = "/kumo/"
+HOSTS = ROOT + "hosts/"
+ALIVE = ROOT + "alive/"
+VMS = ROOT + "vms/"
+PLACEMENT = ROOT + "placement/"
+VMSTATUS = ROOT + "vmstatus/"
+POOLS = ROOT + "pools/"
+NETWORKS = ROOT + "networks/"
+IMAGES = ROOT + "images/"
+TASKS = ROOT + "tasks/"
+EVENTS = ROOT + "events/"
+TOKENS = ROOT + "tokens/"
+LEADER = ROOT + "leader"
+SCHED_EPOCH = ROOT + "sched-epoch"
+
+
+def name_of(key: str) -> str:
+    return key.rsplit("/", 1)[1]
