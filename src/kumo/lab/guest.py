@@ -40,6 +40,8 @@ GUEST_MODULES = (
     "vfat",
     "nls_cp437",
     "nls_iso8859-1",
+    "button",
+    "evdev",
 )
 DISK_MIB = 64
 PARTITION_OFFSET = 1024 * 1024

@@ -35,7 +35,7 @@ class HostState(StrEnum):
 class Pool(Frozen):
     name: Name
     kind: Literal["shared-dir", "local-dir"]
-    path: str = Field(pattern=r"^/[^\0]*$")
+    path: str = Field(pattern=r"^/[^\x00]*$")
 
 
 class Network(Frozen):
@@ -47,7 +47,7 @@ class Network(Frozen):
 class Image(Frozen):
     name: Name
     pool: Name
-    path: str = Field(pattern=r"^[^/\0][^\0]*$")  # inside the pool
+    path: str = Field(pattern=r"^[^/\x00][^\x00]*$")  # inside the pool
     format: Literal["qcow2", "raw"] = "qcow2"
     size_gib: int = Field(ge=1)  # virtual size, rounded up
     created_at: float

@@ -52,8 +52,10 @@ class VMSpec(Frozen):
     ha: HASpec = HASpec()
     power: Power = Power.RUNNING
     reboot_generation: int = 0  # bumped by `vm reboot`; the agent reboots until it catches up
+    reboot_mode: Literal["acpi", "reset"] = "acpi"
     stop_timeout_s: int = Field(default=60, ge=0, le=3600)  # ACPI, then force
     deleting: bool = False
+    task: str | None = None  # the operation in progress; the agent finishes it
     created_at: float
 
 

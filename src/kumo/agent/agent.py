@@ -1,0 +1,374 @@
+"""The host agent (composition root): keeps its host alive in etcd, and makes every VM
+placed on its host real in libvirt.
+
+- ``register()`` grants a lease, writes the liveness key under it and the host record;
+- ``keepalive()`` renews the lease (a thread, every second); a lost lease re-registers;
+- ``run_once()`` is one level-triggered pass over the VMs placed here: read spec, placement
+  and libvirt, :func:`decide`, act, report status, finish tasks. The daemon calls it in a
+  loop woken by etcd watches and libvirt events, with a periodic resync; tests and the
+  simulator call it directly.
+
+Restarting the agent changes nothing that runs: a running domain that matches its spec
+needs no action, so it is adopted as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from kumo.agent.decide import Action, Observed, decide, report
+from kumo.hypervisor.base import Domain, Hypervisor, HypervisorError
+from kumo.hypervisor.domain import DiskConfig, DomainConfig, NicConfig
+from kumo.model.activity import TaskState
+from kumo.model.host import HostRecord, Image, Network, Pool
+from kumo.model.vm import Placement, Power, VMSpec, VMState, VMStatus
+from kumo.storage.volumes import VolumeError, Volumes
+from kumo.store import keys
+from kumo.store.activity import event_op, finish_task
+from kumo.store.base import ClusterStore, Compare, Delete, LeaseExpired, StoreUnavailable
+from kumo.store.records import load, load_all, put
+
+log = logging.getLogger("kumo.agent")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    host: str
+    address: str
+    domain_type: Literal["kvm", "qemu"]
+    agent_port: int = 8776
+    lease_ttl: int = 5
+    serial_log_dir: str = "/var/log/libvirt/qemu"
+
+
+@dataclass
+class _Memory:
+    """What the agent remembers between passes (lost on restart, by design)."""
+
+    stop_since: dict[str, float] = field(default_factory=dict)
+    reboot_done: dict[str, int] = field(default_factory=dict)
+    last_status: dict[str, VMStatus] = field(default_factory=dict)
+
+
+class Agent:
+    def __init__(
+        self,
+        config: AgentConfig,
+        store: ClusterStore,
+        hv: Hypervisor,
+        volumes: Volumes,
+        clock: Callable[[], float] = time.time,
+        path_exists: Callable[[str], bool] = os.path.exists,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.hv = hv
+        self.volumes = volumes
+        self.clock = clock
+        self.path_exists = path_exists
+        self.lease = 0
+        self.mem = _Memory()
+        self.actor = f"agent:{config.host}"
+
+    # -- liveness --------------------------------------------------------------------
+    def register(self) -> None:
+        facts = self.hv.facts()
+        lease = self.store.grant(self.config.lease_ttl)
+        existing = load(self.store, HostRecord, keys.HOSTS + self.config.host)
+        record = HostRecord(
+            name=self.config.host,
+            address=self.config.address,
+            cpus=facts.cpus,
+            memory_mib=facts.memory_mib,
+            libvirt_version=facts.libvirt_version,
+            qemu_version=facts.qemu_version,
+            domain_type=self.config.domain_type,
+            pools=self._reachable_pools(),
+            networks=self._reachable_networks(),
+            schedulable=existing[0].schedulable if existing else True,
+            agent_port=self.config.agent_port,
+            registered_at=self.clock(),
+        )
+        self.store.commit(
+            [],
+            [
+                put(keys.HOSTS + self.config.host, record),
+                put(keys.ALIVE + self.config.host, record, lease),
+                event_op(
+                    self.actor,
+                    f"host/{self.config.host}",
+                    "registered",
+                    f"agent up: {facts.cpus} CPUs, {facts.memory_mib} MiB, libvirt "
+                    f"{facts.libvirt_version}, QEMU {facts.qemu_version}",
+                ),
+            ],
+        )
+        self.lease = lease
+
+    def keepalive(self) -> None:
+        try:
+            self.store.keepalive(self.lease)
+        except LeaseExpired:
+            log.warning("host %s: lease expired; registering again", self.config.host)
+            self.register()
+
+    def _reachable_pools(self) -> tuple[str, ...]:
+        pools = load_all(self.store, Pool, keys.POOLS)
+        ok = []
+        for name, (pool, _) in sorted(pools.items()):
+            marker = os.path.join(pool.path, ".kumo-pool")
+            if pool.kind == "local-dir" or self.path_exists(marker):
+                ok.append(name)
+        return tuple(ok)
+
+    def _reachable_networks(self) -> tuple[str, ...]:
+        nets = load_all(self.store, Network, keys.NETWORKS)
+        return tuple(
+            name
+            for name, (net, _) in sorted(nets.items())
+            if self.path_exists(f"/sys/class/net/{net.bridge}")
+        )
+
+    def refresh_host(self) -> None:
+        """Update the host record when the pools or networks it reaches changed."""
+        current = load(self.store, HostRecord, keys.HOSTS + self.config.host)
+        if current is None:
+            return
+        record, rev = current
+        pools, nets = self._reachable_pools(), self._reachable_networks()
+        if (pools, nets) != (record.pools, record.networks):
+            updated = record.model_copy(update={"pools": pools, "networks": nets})
+            self.store.commit(
+                [Compare(keys.HOSTS + self.config.host, rev)],
+                [put(keys.HOSTS + self.config.host, updated)],
+            )
+
+    # -- reconcile -------------------------------------------------------------------
+    def run_once(self) -> None:
+        specs = load_all(self.store, VMSpec, keys.VMS)
+        placements = load_all(self.store, Placement, keys.PLACEMENT)
+        mine = sorted(n for n, (p, _) in placements.items() if p.host == self.config.host)
+        statuses = load_all(self.store, VMStatus, keys.VMSTATUS)
+        domains = {d.name: d for d in self.hv.domains()}
+        for name in mine:
+            if name not in specs:
+                continue
+            spec, rev = specs[name]
+            status = statuses[name][0] if name in statuses else None
+            try:
+                self._reconcile(spec, rev, domains.get(name), status)
+            except (HypervisorError, VolumeError) as exc:
+                self._fail(spec, str(exc))
+
+    def _reconcile(
+        self, spec: VMSpec, rev: int, dom: Domain | None, status: VMStatus | None
+    ) -> None:
+        name = spec.name
+        pool = self._pool(spec.pool)
+        if name not in self.mem.reboot_done:
+            # First sight (new VM, or after our restart): reboots done are what the last
+            # status says; a new VM has none to do.
+            self.mem.reboot_done[name] = (
+                status.reboot_generation if status is not None else spec.reboot_generation
+            )
+        seen = Observed(
+            domain=dom,
+            disk_exists=self.volumes.exists(pool.path, name),
+            reboot_done=self.mem.reboot_done[name],
+            stop_since=self.mem.stop_since.get(name),
+        )
+        decision = decide(spec, seen, self.clock())
+        for action in decision.actions:
+            if action == Action.FORGET:
+                self._forget(spec, rev)
+                return
+            self._act(action, spec, pool)
+        if spec.power == Power.RUNNING:
+            self.mem.stop_since.pop(name, None)
+        after = next((d for d in self.hv.domains() if d.name == name), None)
+        state = report(spec, after, name in self.mem.stop_since)
+        if state == VMState.STOPPED:
+            self.mem.stop_since.pop(name, None)
+        self._status(spec, state, decision.message)
+        if spec.task and self._goal_reached(spec, state):
+            finish_task(self.store, spec.task, TaskState.SUCCEEDED, f"{name}: {state}")
+
+    def _goal_reached(self, spec: VMSpec, state: VMState) -> bool:
+        want = VMState.RUNNING if spec.power == Power.RUNNING else VMState.STOPPED
+        return state == want and self.mem.reboot_done.get(spec.name, 0) >= spec.reboot_generation
+
+    def _pool(self, name: str) -> Pool:
+        found = load(self.store, Pool, keys.POOLS + name)
+        if found is None:
+            raise VolumeError(f"pool {name} is not defined")
+        return found[0]
+
+    def _act(self, action: Action, spec: VMSpec, pool: Pool) -> None:
+        name = spec.name
+        log.info("vm %s: %s", name, action)
+        if action == Action.CREATE_DISK:
+            image = load(self.store, Image, keys.IMAGES + spec.image)
+            if image is None:
+                raise VolumeError(f"image {spec.image} is not defined")
+            if image[0].pool != spec.pool:
+                raise VolumeError(f"image {spec.image} is in pool {image[0].pool}, not {spec.pool}")
+            self.volumes.create(pool.path, name, image[0].path, spec.disk_gib, spec.clone)
+        elif action == Action.DEFINE:
+            self.hv.define(self.domain_config(spec, pool))
+        elif action == Action.START:
+            self.hv.start(name)
+        elif action == Action.SHUTDOWN:
+            self.hv.shutdown(name)
+            self.mem.stop_since[name] = self.clock()
+        elif action == Action.DESTROY:
+            self.hv.destroy(name)
+        elif action in (Action.REBOOT, Action.RESET):
+            (self.hv.reboot if action == Action.REBOOT else self.hv.reset)(name)
+            self.mem.reboot_done[name] = spec.reboot_generation
+        elif action == Action.UNDEFINE:
+            self.hv.undefine(name)
+        elif action == Action.DELETE_DISK:
+            self.volumes.delete(pool.path, name)
+        self.store.commit(
+            [], [event_op(self.actor, f"vm/{name}", str(action), f"{action} on {self.config.host}")]
+        )
+
+    def domain_config(self, spec: VMSpec, pool: Pool) -> DomainConfig:
+        nets = load_all(self.store, Network, keys.NETWORKS)
+        nics = []
+        for nic in spec.nics:
+            if nic.network not in nets:
+                raise HypervisorError(f"network {nic.network} is not defined")
+            nics.append(NicConfig(bridge=nets[nic.network][0].bridge, mac=nic.mac))
+        return DomainConfig(
+            name=spec.name,
+            uuid=spec.uuid,
+            domain_type=self.config.domain_type,
+            vcpus=spec.vcpus,
+            memory_mib=spec.memory_mib,
+            disks=(DiskConfig(self.volumes.path(pool.path, spec.name)),),
+            nics=tuple(nics),
+            boot=spec.boot,
+            serial_log=f"{self.config.serial_log_dir}/{spec.name}-serial.log",
+        )
+
+    def _status(self, spec: VMSpec, state: VMState, message: str) -> None:
+        status = VMStatus(
+            name=spec.name,
+            host=self.config.host,
+            state=state,
+            reboot_generation=self.mem.reboot_done.get(spec.name, 0),
+            message=message,
+            updated_at=self.clock(),
+        )
+        last = self.mem.last_status.get(spec.name)
+        if last is not None and last.model_copy(update={"updated_at": 0}) == status.model_copy(
+            update={"updated_at": 0}
+        ):
+            return
+        ops = [put(keys.VMSTATUS + spec.name, status)]
+        if last is None or last.state != state:
+            ops.append(
+                event_op(
+                    self.actor,
+                    f"vm/{spec.name}",
+                    "state",
+                    f"{last.state if last else 'unknown'} -> {state}"
+                    + (f" ({message})" if message else ""),
+                )
+            )
+        self.store.commit([], ops)
+        self.mem.last_status[spec.name] = status
+
+    def _fail(self, spec: VMSpec, message: str) -> None:
+        log.error("vm %s: %s", spec.name, message)
+        self._status(spec, VMState.ERROR, message)
+        if spec.task:
+            finish_task(self.store, spec.task, TaskState.FAILED, message)
+
+    def _forget(self, spec: VMSpec, rev: int) -> None:
+        name = spec.name
+        ok = self.store.commit(
+            [Compare(keys.VMS + name, rev)],
+            [
+                Delete(keys.VMS + name),
+                Delete(keys.PLACEMENT + name),
+                Delete(keys.VMSTATUS + name),
+                event_op(
+                    self.actor,
+                    f"vm/{name}",
+                    "deleted",
+                    f"domain and disk removed from {self.config.host}",
+                ),
+            ],
+        )
+        if ok and spec.task:
+            finish_task(self.store, spec.task, TaskState.SUCCEEDED, f"{name} deleted")
+        for m in (self.mem.stop_since, self.mem.reboot_done, self.mem.last_status):
+            m.pop(name, None)
+
+
+class AgentDaemon:
+    """The agent's threads: keep-alive, etcd watch, libvirt events, and the reconcile loop."""
+
+    def __init__(self, agent: Agent, resync_s: float = 5.0) -> None:
+        self.agent = agent
+        self.resync_s = resync_s
+        self.wake = threading.Event()
+        self.stop = threading.Event()
+
+    def _keepalive_loop(self) -> None:
+        while not self.stop.wait(1.0):
+            try:
+                self.agent.keepalive()
+            except StoreUnavailable as exc:
+                log.warning("keep-alive failed: %s (VMs are left running)", exc)
+            except HypervisorError as exc:
+                log.warning("cannot register again: %s", exc)
+
+    def _watch_loop(self) -> None:
+        while not self.stop.is_set():
+            try:
+                start = self.agent.store.revision() + 1
+                watch = self.agent.store.watch(keys.ROOT, start)
+                for ev in watch:
+                    if ev.key.startswith((keys.VMS, keys.PLACEMENT)):
+                        self.wake.set()
+                    if self.stop.is_set():
+                        watch.cancel()
+                        return
+            except StoreUnavailable as exc:
+                log.warning("watch: %s; retrying", exc)
+                self.stop.wait(1.0)
+            self.wake.set()  # anything may have changed while we were not watching
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.agent.register()
+                break
+            except StoreUnavailable as exc:
+                log.warning("cannot register: %s; retrying", exc)
+                self.stop.wait(1.0)
+        self.agent.hv.on_change(lambda _name: self.wake.set())
+        for target in (self._keepalive_loop, self._watch_loop):
+            threading.Thread(target=target, daemon=True, name=target.__name__).start()
+        last_refresh = 0.0
+        while not self.stop.is_set():
+            try:
+                if time.monotonic() - last_refresh > 30:
+                    self.agent.refresh_host()
+                    last_refresh = time.monotonic()
+                self.agent.run_once()
+            except StoreUnavailable as exc:
+                log.warning("%s; VMs are left as they are", exc)
+            except HypervisorError as exc:
+                log.error("%s", exc)
+            self.wake.wait(self.resync_s)
+            self.wake.clear()

@@ -1,0 +1,99 @@
+"""What the agent does for one VM placed on its host: pure, from the spec, what libvirt
+shows and the clock. The agent carries the actions out and reports the resulting state.
+
+Rules (tests/unit/test_agent_decide.py):
+- deleting: force off, undefine, remove the disk, then forget the VM (in that order);
+- the disk and the persistent domain are made before anything else;
+- desired running: start a domain that is off or crashed; reboot when the spec's reboot
+  generation is ahead of the last one done (ACPI, or a hard reset when asked);
+- desired stopped: ACPI shutdown once, then force off after ``stop_timeout_s``;
+- a paused domain is left alone (a migration or an operator paused it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from kumo.hypervisor.base import Domain, DomainState
+from kumo.model.vm import Power, VMSpec, VMState
+
+
+class Action(StrEnum):
+    CREATE_DISK = "create-disk"
+    DEFINE = "define"
+    START = "start"
+    SHUTDOWN = "shutdown"
+    DESTROY = "destroy"
+    REBOOT = "reboot"
+    RESET = "reset"
+    UNDEFINE = "undefine"
+    DELETE_DISK = "delete-disk"
+    FORGET = "forget"
+
+
+@dataclass(frozen=True)
+class Observed:
+    domain: Domain | None
+    disk_exists: bool
+    reboot_done: int  # the reboot generation last carried out
+    stop_since: float | None  # when we asked the guest to shut down, if we did
+
+
+@dataclass(frozen=True)
+class Decision:
+    actions: tuple[Action, ...]
+    message: str = ""
+
+
+def decide(spec: VMSpec, seen: Observed, now: float) -> Decision:
+    dom = seen.domain
+    state = dom.state if dom else DomainState.SHUTOFF
+    if spec.deleting:
+        acts = []
+        if dom and state != DomainState.SHUTOFF:
+            acts.append(Action.DESTROY)
+        if dom:
+            acts.append(Action.UNDEFINE)
+        if seen.disk_exists:
+            acts.append(Action.DELETE_DISK)
+        acts.append(Action.FORGET)
+        return Decision(tuple(acts))
+
+    acts = []
+    if not seen.disk_exists:
+        acts.append(Action.CREATE_DISK)
+    if dom is None:
+        acts.append(Action.DEFINE)
+    if spec.power == Power.RUNNING:
+        if state in (DomainState.SHUTOFF, DomainState.CRASHED):
+            acts.append(Action.START)
+        elif state == DomainState.RUNNING and spec.reboot_generation > seen.reboot_done:
+            acts.append(Action.RESET if spec.reboot_mode == "reset" else Action.REBOOT)
+        return Decision(tuple(acts))
+
+    if state in (DomainState.RUNNING, DomainState.OTHER):
+        if seen.stop_since is None:
+            acts.append(Action.SHUTDOWN)
+        elif now - seen.stop_since >= spec.stop_timeout_s:
+            acts.append(Action.DESTROY)
+            return Decision(
+                tuple(acts),
+                f"the guest ignored the ACPI shutdown for {spec.stop_timeout_s} s: forced off",
+            )
+    return Decision(tuple(acts))
+
+
+def report(spec: VMSpec, dom: Domain | None, stop_pending: bool) -> VMState:
+    """The state to report once the actions are done."""
+    if spec.deleting:
+        return VMState.DELETING
+    if dom is None:
+        return VMState.DEFINING
+    if dom.state == DomainState.RUNNING:
+        return VMState.STOPPING if stop_pending and spec.power == Power.STOPPED else VMState.RUNNING
+    return {
+        DomainState.PAUSED: VMState.PAUSED,
+        DomainState.CRASHED: VMState.CRASHED,
+        DomainState.SHUTOFF: VMState.STOPPED,
+    }.get(dom.state, VMState.ERROR)
