@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Literal
+
 import typer
 
-from kumo.cli import lab
+from kumo.cli import cluster, lab
 
 app = typer.Typer(
     help="kumo: a private cloud for KVM clusters.",
@@ -12,3 +15,45 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(lab.app, name="lab")
+app.add_typer(cluster.host_app, name="host")
+app.add_typer(cluster.vm_app, name="vm")
+app.add_typer(cluster.image_app, name="image")
+app.add_typer(cluster.pool_app, name="pool")
+app.add_typer(cluster.network_app, name="network")
+app.add_typer(cluster.task_app, name="task")
+app.command("events")(cluster.events)
+
+
+@app.command()
+def server(
+    etcd: Annotated[str, typer.Option(help="etcd endpoint")] = "http://127.0.0.1:2379",
+    listen: Annotated[str, typer.Option(help="address to serve the API on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="API port")] = 8080,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(help="on first start, also write the admin token here (mode 0600)"),
+    ] = None,
+    ident: Annotated[str | None, typer.Option(help="replica name for leader election")] = None,
+) -> None:
+    """Run the API server and, when elected leader, the controllers."""
+    from kumo.server.main import serve
+
+    serve(etcd, listen, port, token_file, ident)
+
+
+@app.command()
+def agent(
+    address: Annotated[str, typer.Option(help="this host's cluster (storage) address")],
+    etcd: Annotated[str, typer.Option(help="etcd endpoint")] = "http://127.0.0.1:2379",
+    host: Annotated[str | None, typer.Option(help="host name (default: libvirt's)")] = None,
+    port: Annotated[int, typer.Option(help="agent port (console logs)")] = 8776,
+    libvirt_uri: Annotated[str, typer.Option(help="libvirt URI")] = "qemu:///system",
+    domain_type: Annotated[str, typer.Option(help="kvm or qemu (TCG)")] = "kvm",
+) -> None:
+    """Run the host agent: register this host and run the VMs placed on it."""
+    from kumo.agent.main import run
+
+    if domain_type not in ("kvm", "qemu"):
+        raise typer.BadParameter("domain-type: use kvm or qemu")
+    dt: Literal["kvm", "qemu"] = "kvm" if domain_type == "kvm" else "qemu"
+    run(etcd, host, address, port, libvirt_uri, dt)

@@ -13,6 +13,7 @@ import json
 import re
 from dataclasses import dataclass
 
+from kumo.lab import control_plane
 from kumo.lab.hypervisor_host import libvirtd_answers, start_daemons, wait_libvirtd
 from kumo.lab.namespaces import kill_netns, pids_in_netns
 from kumo.lab.plan import SWITCH_NETNS, LabPlan, LabPlanError, Network, Node
@@ -100,7 +101,7 @@ def slow(host: Node, network: Network, rate: str) -> None:
     )
 
 
-def heal(plan: LabPlan, host: Node) -> list[str]:
+def heal(plan: LabPlan, host: Node, domain_type: str) -> list[str]:
     """Undo every fault on ``host``; returns what was undone."""
     done = []
     state = host_faults(host)
@@ -147,6 +148,9 @@ def heal(plan: LabPlan, host: Node) -> list[str]:
         start_daemons(host)
         wait_libvirtd([host])
         done.append("powered on (libvirtd, virtlogd)")
+    if not control_plane.agent_running(host):
+        control_plane.start_agent(plan, host, domain_type)
+        done.append("kumo agent started")
     return done
 
 

@@ -15,7 +15,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kumo.lab import faults, guest, hypervisor_host, namespaces, network, probe, services
+from kumo.lab import (
+    control_plane,
+    faults,
+    guest,
+    hypervisor_host,
+    namespaces,
+    network,
+    probe,
+    services,
+)
 from kumo.lab.namespaces import NETNS_DIR, RUN_DIR, STATE_DIR
 from kumo.lab.plan import (
     LAB_RANGE,
@@ -78,7 +87,7 @@ def up(hosts: int, log: Callable[[str], None] = print) -> tuple[LabPlan, probe.C
         json.dumps({"hosts": hosts, "started": time.time(), "domain_type": caps.domain_type})
     )
     try:
-        _build(plan, image, log)
+        _build(plan, image, caps.domain_type, log)
     except BaseException:
         log("lab up failed; removing what it made")
         down()
@@ -86,7 +95,9 @@ def up(hosts: int, log: Callable[[str], None] = print) -> tuple[LabPlan, probe.C
     return plan, caps
 
 
-def _build(plan: LabPlan, image: guest.GuestImage, log: Callable[[str], None]) -> None:
+def _build(
+    plan: LabPlan, image: guest.GuestImage, domain_type: str, log: Callable[[str], None]
+) -> None:
     t0 = time.monotonic()
     network.build_switch()
     network.wire_root(plan)
@@ -111,6 +122,16 @@ def _build(plan: LabPlan, image: guest.GuestImage, log: Callable[[str], None]) -
     log(f"ctl: etcd healthy at {plan.etcd_endpoint} ({time.monotonic() - t0:.1f} s)")
     services.start_dhcp(plan)
     log(f"router: DHCP for guests on the public network ({time.monotonic() - t0:.1f} s)")
+    control_plane.start_server(plan)
+    token = control_plane.write_client_config(plan)
+    control_plane.register_basics(plan, token)
+    for host in plan.hosts:
+        control_plane.start_agent(plan, host, domain_type)
+    control_plane.wait_hosts(plan, token)
+    log(
+        f"ctl: kumo server at {control_plane.api_url(plan)}; agents up on "
+        f"{', '.join(h.name for h in plan.hosts)} ({time.monotonic() - t0:.1f} s)"
+    )
 
 
 def down() -> list[str]:
@@ -194,11 +215,16 @@ def status() -> LabStatus:
             f = faults.host_faults(node)
             state = "killed" if f.powered_off else "running"
             detail = "libvirtd ok" if not f.powered_off else "no libvirtd"
+            detail += ", agent ok" if control_plane.agent_running(node) else ", NO AGENT"
             if f.describe() != "none":
                 detail += f"; faults: {f.describe()}"
         elif node.role == Role.CONTROLLER:
             state = "running" if etcd_ok else "degraded"
-            detail = f"etcd {'healthy' if etcd_ok else 'UNHEALTHY'} at {plan.etcd_endpoint}"
+            detail = (
+                f"etcd {'healthy' if etcd_ok else 'UNHEALTHY'} at {plan.etcd_endpoint}; "
+                f"kumo server {'ok' if control_plane.server_ok(plan) else 'DOWN'} at "
+                f"{control_plane.api_url(plan)}"
+            )
         elif node.role == Role.ROUTER:
             dhcp = services.dhcp_running(plan)
             state = "running" if dhcp else "degraded"
@@ -254,7 +280,8 @@ def fault(kind: str, args: list[str]) -> str:
         rate = faults.parse_rate(args[2])
         faults.slow(host, net, rate)
         return f"{host.name}: {net} link slowed to {rate}"
-    done = faults.heal(plan, host)
+    domain_type = json.loads(STATE_FILE.read_text()).get("domain_type", "qemu")
+    done = faults.heal(plan, host, domain_type)
     return f"{host.name}: " + (", ".join(done) if done else "nothing to heal")
 
 

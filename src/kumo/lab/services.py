@@ -11,7 +11,7 @@ from kumo.lab.plan import DHCP_RANGE, ETCD_CLIENT_PORT, LabPlan, Network
 from kumo.lab.shell import LabError, run
 
 
-def _spawn(args: list[str], log: str) -> None:
+def spawn(args: list[str], log: str) -> None:
     """Start a daemon detached from us; it lives in its namespace until killed."""
     with open(log, "ab") as out:
         subprocess.Popen(
@@ -29,7 +29,7 @@ def start_etcd(plan: LabPlan, timeout: float = 30) -> None:
     data = STATE_DIR / "ctl" / "etcd"
     data.mkdir(parents=True, exist_ok=True)
     ip = ctl.address(Network.STORAGE)
-    _spawn(
+    spawn(
         [
             *enter(ctl.netns),
             "etcd",

@@ -102,8 +102,12 @@ Filter = tuple[str, Callable[[HostView], bool], Callable[[list[HostView]], str]]
 
 
 def place(
-    vm: Demand, hosts: Sequence[HostView], placed: Sequence[Placed], policy: Policy = Policy()
+    vm: Demand,
+    hosts: Sequence[HostView],
+    placed: Sequence[Placed],
+    policy: Policy | None = None,
 ) -> Chosen | NoValidHost:
+    policy = policy or Policy()
     usage = _usage(placed, vm.name)
 
     def use(h: HostView) -> _Usage:

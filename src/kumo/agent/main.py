@@ -1,0 +1,40 @@
+"""`kumo agent`: wires the real store, libvirt and qemu-img into the agent and runs it."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Literal
+
+from kumo.agent import http
+from kumo.agent.agent import Agent, AgentConfig, AgentDaemon
+from kumo.hypervisor.libvirt_hv import LibvirtHypervisor
+from kumo.server.auth import AGENT_SECRET
+from kumo.storage.volumes import QemuImgVolumes
+from kumo.store.base import StoreUnavailable
+from kumo.store.etcd import EtcdStore
+
+
+def run(
+    etcd: str,
+    host: str | None,
+    address: str,
+    port: int,
+    libvirt_uri: str,
+    domain_type: Literal["kvm", "qemu"],
+) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    store = EtcdStore(etcd)
+    hv = LibvirtHypervisor(libvirt_uri, host=host or socket.gethostname())
+    name = host or hv.facts().hostname
+    config = AgentConfig(host=name, address=address, domain_type=domain_type, agent_port=port)
+
+    def secret() -> str:
+        try:
+            entry = store.get(AGENT_SECRET)
+        except StoreUnavailable:
+            return "\0unavailable"
+        return entry.value.decode() if entry else "\0none"
+
+    http.serve(address, port, config.serial_log_dir, secret)
+    AgentDaemon(Agent(config, store, hv, QemuImgVolumes())).run()

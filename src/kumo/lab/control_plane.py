@@ -1,0 +1,149 @@
+"""kumo itself in the lab: `kumo server` in ctl, `kumo agent` on every host, and the
+cluster's first objects (the shared pool, the public network, the golden image)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from kumo.lab.namespaces import RUN_DIR, STATE_DIR, enter, pids_in_netns
+from kumo.lab.plan import SHARED_POOL_PATH, LabPlan, Network, Node
+from kumo.lab.services import spawn
+from kumo.lab.shell import LabError
+
+API_PORT = 8080
+AGENT_PORT = 8776
+CLIENT_CONFIG = RUN_DIR / "client.json"
+TOKEN_FILE = STATE_DIR / "ctl" / "admin-token"
+IMAGE = "testguest"
+
+
+def api_url(plan: LabPlan) -> str:
+    return f"http://{plan.controller.address(Network.STORAGE)}:{API_PORT}"
+
+
+def _kumo(*args: str) -> list[str]:
+    return [sys.executable, "-m", "kumo", *args]
+
+
+def start_server(plan: LabPlan, replica: int = 1, timeout: float = 30) -> None:
+    ctl = plan.controller
+    spawn(
+        [
+            *enter(ctl.netns),
+            *_kumo(
+                "server",
+                "--etcd",
+                plan.etcd_endpoint,
+                "--listen",
+                ctl.address(Network.STORAGE),
+                "--port",
+                str(API_PORT + replica - 1),
+                "--token-file",
+                str(TOKEN_FILE),
+                "--ident",
+                f"ctl-{replica}",
+            ),
+        ],
+        str(STATE_DIR / "ctl" / f"server-{replica}.log"),
+    )
+    url = f"http://{ctl.address(Network.STORAGE)}:{API_PORT + replica - 1}/healthz"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise LabError(
+        f"kumo server in ctl did not answer within {timeout:.0f} s "
+        f"(log: {STATE_DIR / 'ctl' / f'server-{replica}.log'})"
+    )
+
+
+def start_agent(plan: LabPlan, host: Node, domain_type: str) -> None:
+    spawn(
+        [
+            *enter(host.netns, host.name),
+            *_kumo(
+                "agent",
+                "--etcd",
+                plan.etcd_endpoint,
+                "--host",
+                host.name,
+                "--address",
+                host.address(Network.STORAGE),
+                "--port",
+                str(AGENT_PORT),
+                "--domain-type",
+                domain_type,
+            ),
+        ],
+        str(STATE_DIR / host.name / "agent.log"),
+    )
+
+
+def agent_running(host: Node) -> bool:
+    for pid in pids_in_netns(host.netns):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"kumo" in cmd and b"agent" in cmd:
+            return True
+    return False
+
+
+def write_client_config(plan: LabPlan) -> str:
+    token = TOKEN_FILE.read_text().strip()
+    fd = os.open(CLIENT_CONFIG, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"url": api_url(plan), "token": token}, f)
+    return token
+
+
+def register_basics(plan: LabPlan, token: str) -> None:
+    """The shared pool, the public network and the golden test image."""
+    h = {"Authorization": f"Bearer {token}"}
+    base = api_url(plan) + "/api/v1"
+    for path, body in (
+        ("/pools", {"name": "shared", "kind": "shared-dir", "path": SHARED_POOL_PATH}),
+        ("/networks", {"name": "public", "bridge": "br0"}),
+        (
+            "/images",
+            {"name": IMAGE, "pool": "shared", "path": f"images/{IMAGE}.qcow2", "size_gib": 1},
+        ),
+    ):
+        r = httpx.post(base + path, json=body, headers=h, timeout=10)
+        if r.status_code not in (201, 409):
+            raise LabError(f"registering {path} {body['name']}: {r.status_code} {r.text}")
+
+
+def wait_hosts(plan: LabPlan, token: str, timeout: float = 60) -> None:
+    """Until every host's agent is registered, up and reaches the shared pool."""
+    h = {"Authorization": f"Bearer {token}"}
+    deadline = time.monotonic() + timeout
+    want = {n.name for n in plan.hosts}
+    ready: set[str] = set()
+    while time.monotonic() < deadline:
+        r = httpx.get(api_url(plan) + "/api/v1/hosts", headers=h, timeout=5)
+        ready = {
+            x["name"] for x in r.json() if x["state"] == "up" and "shared" in x["record"]["pools"]
+        }
+        if want <= ready:
+            return
+        time.sleep(0.3)
+    raise LabError(f"agents not ready within {timeout:.0f} s: {', '.join(sorted(want - ready))}")
+
+
+def server_ok(plan: LabPlan) -> bool:
+    try:
+        return httpx.get(api_url(plan) + "/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

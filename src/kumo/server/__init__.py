@@ -1,0 +1,1 @@
+"""kumo server: the REST API, leader election and the controllers (composition root)."""

@@ -1,0 +1,38 @@
+"""Controllers the leader runs, each one level-triggered pass over the store:
+- scheduler: place every VM that has no host (the API places at create; this catches the rest);
+- events: keep the event log bounded."""
+
+from __future__ import annotations
+
+import logging
+
+from kumo.server.service import ClusterService
+from kumo.store import keys
+from kumo.store.base import Delete
+
+log = logging.getLogger("kumo.controllers")
+MAX_EVENTS = 20000
+
+
+class Controllers:
+    def __init__(self, service: ClusterService, trim_every: int = 60) -> None:
+        self.service = service
+        self.trim_every = trim_every
+        self.passes = 0
+
+    def run_once(self) -> None:
+        placed = self.service.place_unplaced("controller:scheduler")
+        if placed:
+            log.info("placed %s", ", ".join(placed))
+        self.passes += 1
+        if self.passes % self.trim_every == 1:
+            self._trim_events()
+
+    def _trim_events(self) -> None:
+        events = self.service.store.range(keys.EVENTS)
+        extra = len(events) - MAX_EVENTS
+        if extra > 0:
+            for i in range(0, extra, 100):
+                self.service.store.commit(
+                    [], [Delete(e.key) for e in events[i : min(extra, i + 100)]]
+                )

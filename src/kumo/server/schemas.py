@@ -1,0 +1,105 @@
+"""Request and response bodies of the REST API (pydantic: validated at the edge)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from kumo.model.activity import Event, Task
+from kumo.model.common import Name
+from kumo.model.host import HostRecord, HostState
+from kumo.model.vm import BootDevice, Power, VMSpec, VMStatus
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _default_boot() -> list[BootDevice]:
+    return ["hd"]
+
+
+class VMCreate(Body):
+    name: Name
+    image: Name
+    vcpus: int = Field(default=1, ge=1, le=256)
+    memory_mib: int = Field(default=512, ge=16, le=4 * 1024 * 1024)
+    disk_gib: int | None = Field(default=None, ge=1, le=65536)
+    pool: Name | None = None
+    clone: Literal["linked", "full"] = "linked"
+    networks: list[Name] = Field(default_factory=lambda: ["public"], max_length=8)
+    boot: list[BootDevice] = Field(default_factory=_default_boot, min_length=1, max_length=3)
+    host: Name | None = None
+    affinity: Name | None = None
+    anti_affinity: Name | None = None
+    start: bool = True
+    stop_timeout_s: int = Field(default=60, ge=0, le=3600)
+
+
+class VMPower(Body):
+    force: bool = False  # stop: power off at once; reboot: hard reset
+
+
+class VMView(BaseModel):
+    name: str
+    host: str | None
+    state: str
+    power: Power
+    vcpus: int
+    memory_mib: int
+    disk_gib: int
+    image: str
+    pool: str
+    networks: list[str]
+    message: str
+    task: str | None
+    spec: VMSpec
+    status: VMStatus | None
+
+
+class HostView(BaseModel):
+    name: str
+    state: HostState
+    schedulable: bool
+    address: str
+    cpus: int
+    memory_mib: int
+    vms: int
+    vcpus_used: int
+    memory_used_mib: int
+    record: HostRecord
+
+
+class PoolCreate(Body):
+    name: Name
+    kind: Literal["shared-dir", "local-dir"] = "shared-dir"
+    path: str = Field(pattern=r"^/[^\x00]*$")
+
+
+class NetworkCreate(Body):
+    name: Name
+    bridge: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,15}$")
+
+
+class ImageImport(Body):
+    name: Name
+    pool: Name
+    path: str = Field(description="the image file, relative to the pool's directory")
+    format: Literal["qcow2", "raw"] = "qcow2"
+    size_gib: int = Field(default=1, ge=1, le=65536)
+
+    @field_validator("path")
+    @classmethod
+    def inside_pool(cls, v: str) -> str:
+        if not v or v.startswith("/") or ".." in v.split("/") or "\x00" in v:
+            raise ValueError("must be a relative path inside the pool, without '..'")
+        return v
+
+
+class TaskView(BaseModel):
+    task: Task
+
+
+class EventList(BaseModel):
+    events: list[Event]

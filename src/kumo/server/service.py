@@ -1,0 +1,424 @@
+"""Cluster operations behind the API: each checks its arguments, then the cluster's state,
+then writes everything it changes in one compare-and-swap commit (nothing half-applied).
+
+Placement is decided by the pure scheduler and committed together with the VM, guarded by
+``sched-epoch``: two placements racing on any API replica cannot both use the same free
+capacity; the loser retries on fresh state.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable
+
+from kumo.model.activity import Event, Task, TaskState
+from kumo.model.host import HostRecord, HostState, Image, Network, Pool
+from kumo.model.vm import Nic, Placement, PlacementRules, Power, VMSpec, VMState, VMStatus
+from kumo.scheduler.placement import Chosen, Demand, Placed, Policy, place
+from kumo.scheduler.placement import HostView as SchedHost
+from kumo.server.errors import Conflict, Invalid, NotFound
+from kumo.server.schemas import (
+    HostView,
+    ImageImport,
+    NetworkCreate,
+    PoolCreate,
+    VMCreate,
+    VMView,
+)
+from kumo.store import keys
+from kumo.store.activity import event_op, new_task
+from kumo.store.base import ClusterStore, Compare, Delete, Put
+from kumo.store.records import decode, load, load_all, put
+
+PLACEMENT_RETRIES = 20
+
+
+def demand(spec: VMSpec) -> Demand:
+    return Demand(
+        name=spec.name,
+        vcpus=spec.vcpus,
+        memory_mib=spec.memory_mib,
+        pool=spec.pool,
+        networks=frozenset(n.network for n in spec.nics),
+        pin=spec.placement.host,
+        affinity=spec.placement.affinity,
+        anti_affinity=spec.placement.anti_affinity,
+    )
+
+
+def _mac(vm_uuid: str, index: int) -> str:
+    raw = uuid.UUID(vm_uuid).bytes
+    return f"52:54:00:{raw[0]:02x}:{raw[1]:02x}:{(raw[2] + index) % 256:02x}"
+
+
+class ClusterService:
+    def __init__(
+        self,
+        store: ClusterStore,
+        policy: Policy | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.policy = policy or Policy()
+        self.clock = clock
+
+    # -- reads -------------------------------------------------------------------------
+    def hosts(self) -> list[HostView]:
+        records = load_all(self.store, HostRecord, keys.HOSTS)
+        alive = {e.key[len(keys.ALIVE) :] for e in self.store.range(keys.ALIVE)}
+        specs = load_all(self.store, VMSpec, keys.VMS)
+        placements = load_all(self.store, Placement, keys.PLACEMENT)
+        views = []
+        for name, (rec, _) in sorted(records.items()):
+            on = [specs[v][0] for v, (p, _) in placements.items() if p.host == name and v in specs]
+            views.append(
+                HostView(
+                    name=name,
+                    state=HostState.UP if name in alive else HostState.DOWN,
+                    schedulable=rec.schedulable,
+                    address=rec.address,
+                    cpus=rec.cpus,
+                    memory_mib=rec.memory_mib,
+                    vms=len(on),
+                    vcpus_used=sum(s.vcpus for s in on),
+                    memory_used_mib=sum(s.memory_mib for s in on),
+                    record=rec,
+                )
+            )
+        return views
+
+    def host(self, name: str) -> HostView:
+        for h in self.hosts():
+            if h.name == name:
+                return h
+        raise NotFound(f"host {name} does not exist")
+
+    def _view(self, spec: VMSpec, placement: Placement | None, status: VMStatus | None) -> VMView:
+        if spec.deleting:
+            state = VMState.DELETING.value
+        elif status is not None:
+            state = status.state.value
+        else:
+            state = "pending" if placement else "unplaced"
+        return VMView(
+            name=spec.name,
+            host=placement.host if placement else None,
+            state=state,
+            power=spec.power,
+            vcpus=spec.vcpus,
+            memory_mib=spec.memory_mib,
+            disk_gib=spec.disk_gib,
+            image=spec.image,
+            pool=spec.pool,
+            networks=[n.network for n in spec.nics],
+            message=status.message if status else "",
+            task=spec.task,
+            spec=spec,
+            status=status,
+        )
+
+    def vms(self, limit: int = 500, offset: int = 0) -> list[VMView]:
+        specs = self.store.range(keys.VMS)[offset : offset + limit]
+        placements = load_all(self.store, Placement, keys.PLACEMENT)
+        statuses = load_all(self.store, VMStatus, keys.VMSTATUS)
+        out = []
+        for e in specs:
+            spec = decode(VMSpec, e)
+            p = placements.get(spec.name)
+            s = statuses.get(spec.name)
+            out.append(self._view(spec, p[0] if p else None, s[0] if s else None))
+        return out
+
+    def vm(self, name: str) -> VMView:
+        spec = self._spec(name)[0]
+        p = load(self.store, Placement, keys.PLACEMENT + name)
+        s = load(self.store, VMStatus, keys.VMSTATUS + name)
+        return self._view(spec, p[0] if p else None, s[0] if s else None)
+
+    def _spec(self, name: str) -> tuple[VMSpec, int]:
+        found = load(self.store, VMSpec, keys.VMS + name)
+        if found is None:
+            raise NotFound(f"vm {name} does not exist")
+        return found
+
+    # -- VM commands ---------------------------------------------------------------------
+    def create_vm(self, req: VMCreate, actor: str) -> tuple[VMView, Task]:
+        image = load(self.store, Image, keys.IMAGES + req.image)
+        if image is None:
+            known = ", ".join(sorted(load_all(self.store, Image, keys.IMAGES))) or "none"
+            raise Invalid(f"image: no image named {req.image} (known: {known})", "image")
+        pool = req.pool or image[0].pool
+        if load(self.store, Pool, keys.POOLS + pool) is None:
+            raise Invalid(f"pool: no pool named {pool}", "pool")
+        if pool != image[0].pool:
+            raise Invalid(
+                f"pool: image {req.image} is in pool {image[0].pool}; a VM's disk is "
+                f"made in the image's pool",
+                "pool",
+            )
+        nets = load_all(self.store, Network, keys.NETWORKS)
+        for n in req.networks:
+            if n not in nets:
+                raise Invalid(
+                    f"networks: no network named {n} (known: {', '.join(sorted(nets)) or 'none'})",
+                    "networks",
+                )
+        disk = req.disk_gib or image[0].size_gib
+        if disk < image[0].size_gib:
+            raise Invalid(
+                f"disk_gib: {disk} is smaller than image {req.image} ({image[0].size_gib} GiB)",
+                "disk_gib",
+            )
+        if req.host is not None and load(self.store, HostRecord, keys.HOSTS + req.host) is None:
+            raise Invalid(f"host: no host named {req.host}", "host")
+        vm_uuid = str(uuid.uuid4())
+        task = new_task("vm.create", f"vm/{req.name}", actor, self.clock())
+        spec = VMSpec(
+            name=req.name,
+            uuid=vm_uuid,
+            vcpus=req.vcpus,
+            memory_mib=req.memory_mib,
+            disk_gib=disk,
+            image=req.image,
+            pool=pool,
+            clone=req.clone,
+            nics=tuple(Nic(network=n, mac=_mac(vm_uuid, i)) for i, n in enumerate(req.networks)),
+            boot=tuple(req.boot),
+            placement=PlacementRules(
+                host=req.host, affinity=req.affinity, anti_affinity=req.anti_affinity
+            ),
+            power=Power.RUNNING if req.start else Power.STOPPED,
+            stop_timeout_s=req.stop_timeout_s,
+            task=task.id,
+            created_at=self.clock(),
+        )
+        host = self._place_and_commit(
+            spec,
+            [
+                Compare(keys.VMS + spec.name, 0),
+            ],
+            [
+                put(keys.VMS + spec.name, spec),
+                put(keys.TASKS + task.id, task),
+            ],
+            actor,
+            on_lost=lambda: self._exists(spec.name),
+        )
+        return self._view(spec, Placement(host=host, at=self.clock()), None), task
+
+    def _exists(self, name: str) -> None:
+        if self.store.get(keys.VMS + name) is not None:
+            raise Conflict(f"name: vm {name} already exists", "name")
+
+    def _place_and_commit(
+        self,
+        spec: VMSpec,
+        compares: list[Compare],
+        ops: list[Put],
+        actor: str,
+        on_lost: Callable[[], None],
+    ) -> str:
+        for _ in range(PLACEMENT_RETRIES):
+            on_lost()
+            epoch = self.store.get(keys.SCHED_EPOCH)
+            epoch_rev = epoch.mod_revision if epoch else 0
+            n = int(epoch.value or b"0") + 1 if epoch else 1
+            result = place(demand(spec), self._sched_hosts(), self._placed(), self.policy)
+            if not isinstance(result, Chosen):
+                raise Conflict(str(result), "placement")
+            ok = self.store.commit(
+                [
+                    *compares,
+                    Compare(keys.SCHED_EPOCH, epoch_rev),
+                    Compare(keys.PLACEMENT + spec.name, 0),
+                ],
+                [
+                    *ops,
+                    put(keys.PLACEMENT + spec.name, Placement(host=result.host, at=self.clock())),
+                    Put(keys.SCHED_EPOCH, str(n).encode()),
+                    event_op(actor, f"vm/{spec.name}", "placed", f"on {result.host}"),
+                ],
+            )
+            if ok is not None:
+                return result.host
+        raise Conflict("placement: too many concurrent placements; try again", "placement")
+
+    def _sched_hosts(self) -> list[SchedHost]:
+        alive = {e.key[len(keys.ALIVE) :] for e in self.store.range(keys.ALIVE)}
+        return [
+            SchedHost(
+                name,
+                name in alive,
+                rec.schedulable,
+                rec.cpus,
+                rec.memory_mib,
+                frozenset(rec.pools),
+                frozenset(rec.networks),
+            )
+            for name, (rec, _) in sorted(load_all(self.store, HostRecord, keys.HOSTS).items())
+        ]
+
+    def _placed(self) -> list[Placed]:
+        specs = load_all(self.store, VMSpec, keys.VMS)
+        return [
+            Placed(demand(specs[v][0]), p.host)
+            for v, (p, _) in load_all(self.store, Placement, keys.PLACEMENT).items()
+            if v in specs
+        ]
+
+    def place_unplaced(self, actor: str) -> list[str]:
+        """Place every VM that has no host yet (the scheduler controller's pass)."""
+        placements = load_all(self.store, Placement, keys.PLACEMENT)
+        done = []
+        for name, (spec, rev) in load_all(self.store, VMSpec, keys.VMS).items():
+            if name in placements or spec.deleting:
+                continue
+            try:
+                self._place_and_commit(
+                    spec, [Compare(keys.VMS + name, rev)], [], actor, on_lost=lambda: None
+                )
+                done.append(name)
+            except Conflict:
+                continue
+        return done
+
+    def power(self, name: str, action: str, force: bool, actor: str) -> Task:
+        spec, rev = self._spec(name)
+        if spec.deleting:
+            raise Conflict(f"vm {name} is being deleted")
+        task = new_task(f"vm.{action}", f"vm/{name}", actor, self.clock())
+        if action == "start":
+            change: dict[str, object] = {"power": Power.RUNNING}
+        elif action == "stop":
+            change = {"power": Power.STOPPED, "stop_timeout_s": 0 if force else spec.stop_timeout_s}
+        elif action == "reboot":
+            if spec.power != Power.RUNNING:
+                raise Conflict(f"vm {name} is stopped; start it instead of rebooting it")
+            change = {
+                "reboot_generation": spec.reboot_generation + 1,
+                "reboot_mode": "reset" if force else "acpi",
+            }
+        else:
+            raise Invalid(f"action: {action!r} is not start, stop or reboot", "action")
+        self._update(spec, rev, change, task, actor)
+        return task
+
+    def delete(self, name: str, actor: str) -> Task:
+        spec, rev = self._spec(name)
+        task = new_task("vm.delete", f"vm/{name}", actor, self.clock())
+        if self.store.get(keys.PLACEMENT + name) is None:
+            # never placed: nothing exists on any host
+            ops = [
+                put(
+                    keys.TASKS + task.id,
+                    task.model_copy(
+                        update={
+                            "state": TaskState.SUCCEEDED,
+                            "progress": 1.0,
+                            "message": f"{name} deleted",
+                        }
+                    ),
+                )
+            ]
+            if (
+                self.store.commit([Compare(keys.VMS + name, rev)], [*ops, Delete(keys.VMS + name)])
+                is None
+            ):
+                raise Conflict(f"vm {name} changed meanwhile; try again")
+            return task
+        self._update(spec, rev, {"deleting": True, "power": Power.STOPPED}, task, actor)
+        return task
+
+    def _update(
+        self, spec: VMSpec, rev: int, change: dict[str, object], task: Task, actor: str
+    ) -> None:
+        updated = spec.model_copy(update={**change, "task": task.id})
+        ops = [
+            put(keys.VMS + spec.name, updated),
+            put(keys.TASKS + task.id, task),
+            event_op(
+                actor, f"vm/{spec.name}", task.kind.removeprefix("vm."), f"requested ({task.id})"
+            ),
+        ]
+        if spec.task:
+            prev = load(self.store, Task, keys.TASKS + spec.task)
+            if prev and not prev[0].state.done:
+                ops.append(
+                    put(
+                        keys.TASKS + spec.task,
+                        prev[0].model_copy(
+                            update={
+                                "state": TaskState.CANCELLED,
+                                "message": f"superseded by {task.id}",
+                                "updated_at": self.clock(),
+                            }
+                        ),
+                    )
+                )
+        if self.store.commit([Compare(keys.VMS + spec.name, rev)], ops) is None:
+            raise Conflict(f"vm {spec.name} changed meanwhile; try again")
+
+    # -- pools, networks, images ---------------------------------------------------------
+    def _create(self, key: str, model: Pool | Network | Image, kind: str, actor: str) -> None:
+        ok = self.store.commit(
+            [Compare(key, 0)],
+            [put(key, model), event_op(actor, f"{kind}/{model.name}", "created", "")],
+        )
+        if ok is None:
+            raise Conflict(f"name: {kind} {model.name} already exists", "name")
+
+    def create_pool(self, req: PoolCreate, actor: str) -> Pool:
+        pool = Pool(name=req.name, kind=req.kind, path=req.path)
+        self._create(keys.POOLS + req.name, pool, "pool", actor)
+        return pool
+
+    def create_network(self, req: NetworkCreate, actor: str) -> Network:
+        net = Network(name=req.name, bridge=req.bridge)
+        self._create(keys.NETWORKS + req.name, net, "network", actor)
+        return net
+
+    def import_image(self, req: ImageImport, actor: str) -> Image:
+        if load(self.store, Pool, keys.POOLS + req.pool) is None:
+            raise Invalid(f"pool: no pool named {req.pool}", "pool")
+        image = Image(
+            name=req.name,
+            pool=req.pool,
+            path=req.path,
+            format=req.format,
+            size_gib=req.size_gib,
+            created_at=self.clock(),
+        )
+        self._create(keys.IMAGES + req.name, image, "image", actor)
+        return image
+
+    def pools(self) -> list[Pool]:
+        return [p for p, _ in load_all(self.store, Pool, keys.POOLS).values()]
+
+    def networks(self) -> list[Network]:
+        return [n for n, _ in load_all(self.store, Network, keys.NETWORKS).values()]
+
+    def images(self) -> list[Image]:
+        return [i for i, _ in load_all(self.store, Image, keys.IMAGES).values()]
+
+    # -- tasks, events -------------------------------------------------------------------
+    def tasks(self, limit: int = 100) -> list[Task]:
+        tasks = [t for t, _ in load_all(self.store, Task, keys.TASKS).values()]
+        return sorted(tasks, key=lambda t: t.created_at, reverse=True)[:limit]
+
+    def task(self, task_id: str) -> Task:
+        found = load(self.store, Task, keys.TASKS + task_id)
+        if found is None:
+            raise NotFound(f"task {task_id} does not exist")
+        return found[0]
+
+    def events(self, limit: int = 100, obj: str | None = None) -> list[Event]:
+        evs = [decode(Event, e) for e in self.store.range(keys.EVENTS)]
+        if obj:
+            evs = [e for e in evs if e.object == obj]
+        return evs[-limit:]
+
+
+def new_secret() -> str:
+    return os.urandom(24).hex()

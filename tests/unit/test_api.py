@@ -1,0 +1,154 @@
+"""The REST API on the in-memory store: validation, auth, placement refusals, commands."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from kumo.model.host import HostRecord
+from kumo.server.app import create_app
+from kumo.server.auth import bootstrap
+from kumo.server.service import ClusterService
+from kumo.store import keys
+from kumo.store.memory import MemoryStore
+from kumo.store.records import put
+
+
+def host_record(name: str, mem: int = 1024) -> HostRecord:
+    return HostRecord(
+        name=name,
+        address=f"198.18.1.{10 + int(name[1:])}",
+        cpus=2,
+        memory_mib=mem,
+        libvirt_version="9.0.0",
+        qemu_version="7.2.0",
+        domain_type="qemu",
+        pools=("shared",),
+        networks=("public",),
+        agent_port=8776,
+        registered_at=0,
+    )
+
+
+@pytest.fixture
+def api() -> Iterator[tuple[TestClient, MemoryStore]]:
+    store = MemoryStore()
+    token = bootstrap(store)
+    assert token and bootstrap(store) is None  # only once
+    lease = store.grant(60)
+    for h in ("h1", "h2", "h3"):
+        store.commit(
+            [], [put(keys.HOSTS + h, host_record(h)), put(keys.ALIVE + h, host_record(h), lease)]
+        )
+    client = TestClient(create_app(ClusterService(store)))
+    client.headers["Authorization"] = f"Bearer {token}"
+    assert client.post("/api/v1/pools", json={"name": "shared", "path": "/pool"}).status_code == 201
+    assert (
+        client.post("/api/v1/networks", json={"name": "public", "bridge": "br0"}).status_code == 201
+    )
+    assert (
+        client.post(
+            "/api/v1/images",
+            json={"name": "testguest", "pool": "shared", "path": "images/testguest.qcow2"},
+        ).status_code
+        == 201
+    )
+    yield client, store
+
+
+def vm(name: str, **kw: object) -> dict[str, object]:
+    return {"name": name, "image": "testguest", "memory_mib": 128, **kw}
+
+
+def test_no_or_wrong_token_is_401_without_detail(api: tuple[TestClient, MemoryStore]) -> None:
+    client, _ = api
+    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic x"}):
+        r = client.get("/api/v1/vms", headers={**headers} if headers else {"Authorization": ""})
+        assert r.status_code == 401 and r.json() == {"detail": "unauthorized"}
+    assert client.get("/healthz").status_code == 200
+
+
+def test_vms_spread_across_hosts(api: tuple[TestClient, MemoryStore]) -> None:
+    client, _ = api
+    for i in range(9):
+        r = client.post("/api/v1/vms", json=vm(f"web{i}"))
+        assert r.status_code == 201, r.text
+    hosts = [v["host"] for v in client.get("/api/v1/vms").json()]
+    assert sorted(hosts.count(h) for h in ("h1", "h2", "h3")) == [3, 3, 3]
+
+
+def test_anti_affinity_refusal_creates_nothing(api: tuple[TestClient, MemoryStore]) -> None:
+    client, store = api
+    for i in range(3):
+        assert client.post("/api/v1/vms", json=vm(f"g{i}", anti_affinity="grp")).status_code == 201
+    rev = store.revision()
+    r = client.post("/api/v1/vms", json=vm("g3", anti_affinity="grp"))
+    assert r.status_code == 409
+    assert r.json()["detail"].startswith("no valid host: anti-affinity group grp")
+    assert store.revision() == rev and store.get(keys.VMS + "g3") is None
+
+
+def test_too_big_vm_names_memory(api: tuple[TestClient, MemoryStore]) -> None:
+    client, store = api
+    r = client.post("/api/v1/vms", json=vm("huge", memory_mib=999999))
+    assert r.status_code == 409
+    assert "not enough free memory (needs 999999 MiB" in r.json()["detail"]
+    assert store.get(keys.VMS + "huge") is None and store.range(keys.TASKS) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (vm("Bad_Name"), "name"),
+        (vm("-x"), "name"),
+        (vm("ok", vcpus=0), "vcpus"),
+        (vm("ok", memory_mib=-5), "memory_mib"),
+        (vm("ok", disk_gib=0), "disk_gib"),
+        (vm("ok", image="nosuch"), "image"),
+        (vm("ok", pool="nosuch"), "pool"),
+        (vm("ok", networks=["nosuch"]), "networks"),
+        (vm("ok", colour="blue"), "colour"),
+    ],
+)
+def test_bad_input_is_422_naming_the_field(
+    api: tuple[TestClient, MemoryStore], body: dict[str, object], field: str
+) -> None:
+    client, store = api
+    rev = store.revision()
+    r = client.post("/api/v1/vms", json=body)
+    assert r.status_code == 422, r.text
+    assert field in r.json()["detail"]
+    assert store.revision() == rev
+
+
+def test_duplicate_name_is_409(api: tuple[TestClient, MemoryStore]) -> None:
+    client, _ = api
+    assert client.post("/api/v1/vms", json=vm("dup")).status_code == 201
+    r = client.post("/api/v1/vms", json=vm("dup"))
+    assert r.status_code == 409 and "vm dup already exists" in r.json()["detail"]
+    r = client.post("/api/v1/pools", json={"name": "shared", "path": "/x"})
+    assert r.status_code == 409
+
+
+def test_power_commands_make_tasks_and_supersede(api: tuple[TestClient, MemoryStore]) -> None:
+    client, _ = api
+    created = client.post("/api/v1/vms", json=vm("p1")).json()
+    stop = client.post("/api/v1/vms/p1/stop", json={"force": True})
+    assert stop.status_code == 202 and stop.json()["kind"] == "vm.stop"
+    first = client.get(f"/api/v1/tasks/{created['task']['id']}").json()
+    assert first["state"] == "cancelled" and stop.json()["id"] in first["message"]
+    r = client.post("/api/v1/vms/p1/reboot")
+    assert r.status_code == 409 and "is stopped" in r.json()["detail"]
+    assert client.post("/api/v1/vms/nosuch/start").status_code == 404
+    assert client.delete("/api/v1/vms/p1").status_code == 202
+    spec = client.get("/api/v1/vms/p1").json()["spec"]
+    assert spec["deleting"] is True
+    events = client.get("/api/v1/events", params={"object": "vm/p1"}).json()
+    assert [e["action"] for e in events][:2] == ["placed", "stop"]
+
+
+def test_unplaced_vm_deleted_at_once_and_openapi(api: tuple[TestClient, MemoryStore]) -> None:
+    client, _ = api
+    assert client.get("/api/v1/openapi.json").json()["info"]["title"] == "kumo"
