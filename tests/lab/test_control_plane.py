@@ -1,0 +1,257 @@
+"""The control plane end to end in a 3-host lab: kumo server in ctl, agents on the hosts,
+real libvirtd/QEMU guests, driven through the `kumo` CLI as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from kumo.lab import control_plane, services
+from kumo.lab import lab as lab_mod
+from kumo.lab.namespaces import STATE_DIR, pids_in_netns
+from kumo.lab.plan import LabPlan
+from tests.lab.conftest import kumo
+
+BOOT = re.compile(r"KUMO-GUEST boot=(\S+) n=(\d+)")
+DISKS = STATE_DIR / "nas1" / "export" / "vms"
+
+
+@pytest.fixture(scope="module")
+def plan(guest_image: object) -> Iterator[LabPlan]:
+    kumo("lab", "down")
+    try:
+        kumo("lab", "up", "--hosts", "3")
+        yield lab_mod.current_plan()
+    finally:
+        kumo("lab", "down", check=False)
+    assert lab_mod.leftovers() == []
+
+
+def vm_json(name: str | None = None) -> list[dict[str, object]]:
+    out = kumo("vm", "list", "-o", "json").stdout
+    vms: list[dict[str, object]] = json.loads(out)
+    return [v for v in vms if name is None or v["name"] == name]
+
+
+def boot_id(name: str, timeout: float = 120) -> str:
+    """The boot id in the VM's newest heartbeat, read through `kumo vm console-log`."""
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        proc = kumo("vm", "console-log", name, "--bytes", "2000", check=False)
+        text = proc.stdout
+        found = BOOT.findall(text)
+        if found:
+            return str(found[-1][0])
+        time.sleep(1)
+    raise AssertionError(f"{name}: no heartbeat within {timeout:.0f} s: {text[-500:]}")
+
+
+def new_boot(name: str, old: str, timeout: float = 90) -> str:
+    """Wait for a heartbeat with a boot id other than ``old``: the guest booted again."""
+    deadline = time.monotonic() + timeout
+    while (current := boot_id(name)) == old:
+        assert time.monotonic() < deadline, f"{name} did not boot again"
+        time.sleep(1)
+    return current
+
+
+def virsh_names(host: str, all_: bool = False) -> set[str]:
+    args = ["virsh", "list", "--name"] + (["--all"] if all_ else [])
+    return set(kumo("lab", "exec", host, "--", *args).stdout.split())
+
+
+def kill_matching(netns: str, *words: bytes, sig: int = signal.SIGKILL) -> int:
+    n = 0
+    for pid in pids_in_netns(netns):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if all(w in cmd for w in words):
+            os.kill(pid, sig)
+            n += 1
+    return n
+
+
+def test_nine_vms_spread_boot_and_run_in_libvirt(plan: LabPlan) -> None:
+    for i in range(1, 10):
+        kumo("vm", "create", f"vm{i}", "--image", "testguest", "--vcpus", "1", "--memory", "128")
+    vms = vm_json()
+    hosts = [str(v["host"]) for v in vms]
+    assert sorted(hosts.count(h.name) for h in plan.hosts) == [3, 3, 3]
+    for v in vms:
+        boot_id(str(v["name"]))
+    for h in plan.hosts:
+        assert virsh_names(h.name) == {str(v["name"]) for v in vms if v["host"] == h.name}
+    assert all(v["state"] == "running" for v in vm_json())
+
+
+def test_stop_start_reboot_delete(plan: LabPlan) -> None:
+    vm = vm_json("vm1")[0]
+    host = str(vm["host"])
+    first = boot_id("vm1")
+    kumo("vm", "stop", "vm1", "--wait")
+    assert "vm1" not in virsh_names(host) and "vm1" in virsh_names(host, all_=True)
+    assert vm_json("vm1")[0]["state"] == "stopped"
+    kumo("vm", "start", "vm1", "--wait")
+    assert "vm1" in virsh_names(host)
+    second = new_boot("vm1", first)
+    kumo("vm", "reboot", "vm1", "--wait")
+    new_boot("vm1", second)
+    assert (DISKS / "vm1.qcow2").exists()
+    kumo("vm", "delete", "vm1", "--wait")
+    assert "vm1" not in virsh_names(host, all_=True)
+    assert not (DISKS / "vm1.qcow2").exists()
+    assert vm_json("vm1") == []
+
+
+def test_anti_affinity_group_spreads_then_refuses(plan: LabPlan) -> None:
+    for i in range(1, 4):
+        kumo(
+            "vm",
+            "create",
+            f"aa{i}",
+            "--image",
+            "testguest",
+            "--memory",
+            "128",
+            "--anti-affinity",
+            "grp",
+            "--no-start",
+        )
+    assert len({v["host"] for v in vm_json() if str(v["name"]).startswith("aa")}) == 3
+    tasks_before = kumo("task", "list", "-o", "json", "--limit", "1000").stdout
+    proc = kumo(
+        "vm",
+        "create",
+        "aa4",
+        "--image",
+        "testguest",
+        "--memory",
+        "128",
+        "--anti-affinity",
+        "grp",
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "no valid host: anti-affinity group grp" in " ".join(proc.stderr.split())
+    assert vm_json("aa4") == []
+    assert kumo("task", "list", "-o", "json", "--limit", "1000").stdout == tasks_before
+    assert not (DISKS / "aa4.qcow2").exists()
+
+
+def test_vm_larger_than_any_host_is_refused(plan: LabPlan) -> None:
+    proc = kumo("vm", "create", "huge", "--image", "testguest", "--memory", "999999", check=False)
+    assert proc.returncode != 0
+    assert "not enough free memory (needs 999999 MiB" in " ".join(proc.stderr.split())
+    assert vm_json("huge") == []
+    assert kumo("vm", "show", "huge", check=False).returncode != 0
+
+
+def test_bad_input_and_auth(plan: LabPlan) -> None:
+    url = control_plane.api_url(plan) + "/api/v1"
+    token = control_plane.TOKEN_FILE.read_text().strip()
+    h = {"Authorization": f"Bearer {token}"}
+    for body, field in (
+        ({"name": "Bad!", "image": "testguest"}, "name"),
+        ({"name": "ok", "image": "testguest", "memory_mib": 0}, "memory_mib"),
+        ({"name": "ok", "image": "testguest", "vcpus": -1}, "vcpus"),
+        ({"name": "ok", "image": "nosuch"}, "image"),
+        ({"name": "ok", "image": "testguest", "networks": ["nosuch"]}, "networks"),
+        ({"name": "ok", "image": "testguest", "pool": "nosuch"}, "pool"),
+    ):
+        r = httpx.post(f"{url}/vms", json=body, headers=h)
+        assert r.status_code == 422 and field in r.json()["detail"], (body, r.text)
+    r = httpx.post(f"{url}/vms", json={"name": "vm2", "image": "testguest"}, headers=h)
+    assert r.status_code == 409 and "already exists" in r.json()["detail"]
+    for bad in ({}, {"Authorization": "Bearer wrong"}):
+        r = httpx.get(f"{url}/vms", headers=bad)
+        assert r.status_code == 401 and r.json() == {"detail": "unauthorized"}
+
+
+def _running_boots() -> dict[str, str]:
+    return {str(v["name"]): boot_id(str(v["name"])) for v in vm_json() if v["state"] == "running"}
+
+
+def test_restarting_server_and_agents_touches_no_vm(plan: LabPlan) -> None:
+    before = _running_boots()
+    assert len(before) >= 8
+    assert kill_matching(plan.controller.netns, b"server") >= 1
+    for h in plan.hosts:
+        assert kill_matching(h.netns, b"agent") == 1
+    time.sleep(1)
+    control_plane.start_server(plan)
+    domain_type = json.loads(lab_mod.STATE_FILE.read_text())["domain_type"]
+    for h in plan.hosts:
+        control_plane.start_agent(plan, h, domain_type)
+    control_plane.wait_hosts(plan, control_plane.TOKEN_FILE.read_text().strip())
+    time.sleep(6)  # a resync or two
+    assert _running_boots() == before
+    assert all(v["state"] == "running" for v in vm_json() if v["name"] in before)
+
+
+def test_second_replica_takes_over_when_the_leader_dies(plan: LabPlan) -> None:
+    control_plane.start_server(plan, replica=2)
+    base = control_plane.api_url(plan).rsplit(":", 1)[0]
+    urls = {1: f"{base}:8080", 2: f"{base}:8081"}
+
+    def leads(replica: int) -> bool:
+        try:
+            return bool(
+                httpx.get(urls[replica] + "/healthz", timeout=2).json()["this_replica_leads"]
+            )
+        except httpx.HTTPError:
+            return False
+
+    deadline = time.monotonic() + 15
+    while not (leads(1) or leads(2)):
+        assert time.monotonic() < deadline, "no replica leads"
+        time.sleep(0.2)
+    leader = 1 if leads(1) else 2
+    other = 3 - leader
+    assert not leads(other)
+    port = str(8080 + leader - 1).encode()
+    assert kill_matching(plan.controller.netns, b"server", port) == 1
+    killed_at = time.monotonic()
+    while not leads(other):
+        assert time.monotonic() - killed_at < 5 + 3, "the other replica did not take over"
+        time.sleep(0.2)
+    took = time.monotonic() - killed_at
+    assert took <= 8
+    token = control_plane.TOKEN_FILE.read_text().strip()
+    r = httpx.get(urls[other] + "/api/v1/vms", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200 and len(r.json()) >= 8
+    # leave the lab as it was: replica 1 on the default port
+    if leader == 1:
+        control_plane.start_server(plan, replica=1)
+        kill_matching(plan.controller.netns, b"server", b"8081")
+
+
+def test_etcd_outage_leaves_vms_alone_and_converges(plan: LabPlan) -> None:
+    before = _running_boots()
+    url = control_plane.api_url(plan) + "/api/v1/vms"
+    h = {"Authorization": f"Bearer {control_plane.TOKEN_FILE.read_text().strip()}"}
+    assert kill_matching(plan.controller.netns, b"etcd") == 1
+    t0 = time.monotonic()
+    time.sleep(1)
+    r = httpx.get(url, headers=h, timeout=20)
+    assert r.status_code == 503
+    assert "etcd at http://198.18.1.2:2379 is unreachable" in r.json()["detail"]
+    running = {host.name: virsh_names(host.name) for host in plan.hosts}
+    time.sleep(max(0.0, 10 - (time.monotonic() - t0)))
+    assert {host.name: virsh_names(host.name) for host in plan.hosts} == running
+    services.start_etcd(plan)
+    control_plane.wait_hosts(plan, control_plane.TOKEN_FILE.read_text().strip())
+    assert httpx.get(url, headers=h, timeout=10).status_code == 200
+    time.sleep(6)
+    assert _running_boots() == before
+    assert all(v["state"] == "running" for v in vm_json() if v["name"] in before)
