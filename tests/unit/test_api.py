@@ -12,6 +12,7 @@ from kumo.server.app import create_app
 from kumo.server.auth import bootstrap
 from kumo.server.service import ClusterService
 from kumo.store import keys
+from kumo.store.cache import StoreCache
 from kumo.store.memory import MemoryStore
 from kumo.store.records import put
 
@@ -32,8 +33,8 @@ def host_record(name: str, mem: int = 1024) -> HostRecord:
     )
 
 
-@pytest.fixture
-def api() -> Iterator[tuple[TestClient, MemoryStore]]:
+@pytest.fixture(params=["direct", "cache"])
+def api(request: pytest.FixtureRequest) -> Iterator[tuple[TestClient, MemoryStore]]:
     store = MemoryStore()
     token = bootstrap(store)
     assert token and bootstrap(store) is None  # only once
@@ -42,7 +43,10 @@ def api() -> Iterator[tuple[TestClient, MemoryStore]]:
         store.commit(
             [], [put(keys.HOSTS + h, host_record(h)), put(keys.ALIVE + h, host_record(h), lease)]
         )
-    client = TestClient(create_app(ClusterService(store)))
+    cache = StoreCache(store) if request.param == "cache" else None
+    if cache:
+        cache.start()
+    client = TestClient(create_app(ClusterService(store, view=cache)))
     client.headers["Authorization"] = f"Bearer {token}"
     assert client.post("/api/v1/pools", json={"name": "shared", "path": "/pool"}).status_code == 201
     assert (
@@ -56,6 +60,8 @@ def api() -> Iterator[tuple[TestClient, MemoryStore]]:
         == 201
     )
     yield client, store
+    if cache:
+        cache.stop()
 
 
 def vm(name: str, **kw: object) -> dict[str, object]:

@@ -171,11 +171,18 @@ def vm_list(
     url: UrlOpt = None,
     token: TokenOpt = None,
     output: JsonOpt = "table",
-    limit: int = 500,
-    offset: int = 0,
+    page_size: Annotated[int, typer.Option(help="VMs fetched per request")] = 500,
 ) -> None:
-    """List VMs with their state and host."""
-    data = _call(_client(url, token), "GET", "/vms", params={"limit": limit, "offset": offset})
+    """List every VM with its state and host."""
+    c = _client(url, token)
+    data: list[dict[str, Any]] = []
+    after = ""
+    while True:
+        page = _call(c, "GET", "/vms", params={"limit": page_size, "after": after})
+        data.extend(page)
+        if len(page) < page_size:
+            break
+        after = page[-1]["name"]
     if output == "json":
         for d in data:
             d.pop("spec", None)

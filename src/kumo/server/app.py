@@ -101,9 +101,9 @@ def create_app(service: ClusterService, elector: LeaderElector | None = None) ->
     def list_vms(
         _a: Actor,
         limit: Annotated[int, Query(ge=1, le=5000)] = 500,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        after: Annotated[str, Query(description="page after this VM name")] = "",
     ) -> list[VMView]:
-        return service.vms(limit, offset)
+        return service.vms(limit, after)
 
     @app.post(f"{API}/vms", status_code=201)
     def create_vm(req: VMCreate, a: Actor) -> dict[str, object]:

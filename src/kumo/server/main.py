@@ -17,6 +17,7 @@ from kumo.server.controllers import Controllers
 from kumo.server.leader import LeaderElector, run_elected
 from kumo.server.service import ClusterService
 from kumo.store.base import StoreUnavailable
+from kumo.store.cache import StoreCache
 from kumo.store.etcd import EtcdStore
 
 log = logging.getLogger("kumo.server")
@@ -42,7 +43,9 @@ def serve(etcd: str, host: str, port: int, token_file: Path | None, ident: str |
             fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(token + "\n")
-    service = ClusterService(store)
+    cache = StoreCache(store)
+    cache.start()
+    service = ClusterService(store, view=cache)
     elector = LeaderElector(store, ident)
     stop = threading.Event()
     controllers = Controllers(service)

@@ -8,6 +8,7 @@ capacity; the loser retries on fresh state.
 
 from __future__ import annotations
 
+import bisect
 import os
 import time
 import uuid
@@ -30,6 +31,7 @@ from kumo.server.schemas import (
 from kumo.store import keys
 from kumo.store.activity import event_op, new_task
 from kumo.store.base import ClusterStore, Compare, Delete, Put
+from kumo.store.cache import DirectView, StoreCache
 from kumo.store.records import decode, load, load_all, put
 
 PLACEMENT_RETRIES = 20
@@ -59,17 +61,21 @@ class ClusterService:
         store: ClusterStore,
         policy: Policy | None = None,
         clock: Callable[[], float] = time.time,
+        view: StoreCache | DirectView | None = None,
     ) -> None:
         self.store = store
         self.policy = policy or Policy()
         self.clock = clock
+        # Lists and placement read this (a watch-fed cache in `kumo server`).
+        self.view = view or DirectView(store)
 
     # -- reads -------------------------------------------------------------------------
     def hosts(self) -> list[HostView]:
-        records = load_all(self.store, HostRecord, keys.HOSTS)
-        alive = {e.key[len(keys.ALIVE) :] for e in self.store.range(keys.ALIVE)}
-        specs = load_all(self.store, VMSpec, keys.VMS)
-        placements = load_all(self.store, Placement, keys.PLACEMENT)
+        self.view.sync()
+        records = self.view.models(HostRecord, keys.HOSTS)
+        alive = {e.key[len(keys.ALIVE) :] for e in self.view.range(keys.ALIVE)}
+        specs = self.view.models(VMSpec, keys.VMS)
+        placements = self.view.models(Placement, keys.PLACEMENT)
         views = []
         for name, (rec, _) in sorted(records.items()):
             on = [specs[v][0] for v, (p, _) in placements.items() if p.host == name and v in specs]
@@ -119,16 +125,26 @@ class ClusterService:
             status=status,
         )
 
-    def vms(self, limit: int = 500, offset: int = 0) -> list[VMView]:
-        specs = self.store.range(keys.VMS)[offset : offset + limit]
-        placements = load_all(self.store, Placement, keys.PLACEMENT)
-        statuses = load_all(self.store, VMStatus, keys.VMSTATUS)
+    def vms(self, limit: int = 500, after: str = "") -> list[VMView]:
+        """A page of VMs sorted by name: the first ``limit`` named after ``after``."""
+        self.view.sync()
+        entries = self.view.range(keys.VMS)
+        names = [e.key[len(keys.VMS) :] for e in entries]
+        start = bisect.bisect_right(names, after) if after else 0
+        page = entries[start : start + limit]
+        specs = self.view.models(VMSpec, keys.VMS)
         out = []
-        for e in specs:
-            spec = decode(VMSpec, e)
-            p = placements.get(spec.name)
-            s = statuses.get(spec.name)
-            out.append(self._view(spec, p[0] if p else None, s[0] if s else None))
+        for e in page:
+            name = e.key[len(keys.VMS) :]
+            p = self.view.get(keys.PLACEMENT + name)
+            st = self.view.get(keys.VMSTATUS + name)
+            out.append(
+                self._view(
+                    specs[name][0],
+                    decode(Placement, p) if p else None,
+                    decode(VMStatus, st) if st else None,
+                )
+            )
         return out
 
     def vm(self, name: str) -> VMView:
@@ -224,6 +240,8 @@ class ClusterService:
             on_lost()
             epoch = self.store.get(keys.SCHED_EPOCH)
             epoch_rev = epoch.mod_revision if epoch else 0
+            # Decide on state at least as new as the last placement anywhere.
+            self.view.wait_for(epoch_rev)
             n = int(epoch.value or b"0") + 1 if epoch else 1
             result = place(demand(spec), self._sched_hosts(), self._placed(), self.policy)
             if not isinstance(result, Chosen):
@@ -246,7 +264,7 @@ class ClusterService:
         raise Conflict("placement: too many concurrent placements; try again", "placement")
 
     def _sched_hosts(self) -> list[SchedHost]:
-        alive = {e.key[len(keys.ALIVE) :] for e in self.store.range(keys.ALIVE)}
+        alive = {e.key[len(keys.ALIVE) :] for e in self.view.range(keys.ALIVE)}
         return [
             SchedHost(
                 name,
@@ -257,14 +275,14 @@ class ClusterService:
                 frozenset(rec.pools),
                 frozenset(rec.networks),
             )
-            for name, (rec, _) in sorted(load_all(self.store, HostRecord, keys.HOSTS).items())
+            for name, (rec, _) in sorted(self.view.models(HostRecord, keys.HOSTS).items())
         ]
 
     def _placed(self) -> list[Placed]:
-        specs = load_all(self.store, VMSpec, keys.VMS)
+        specs = self.view.models(VMSpec, keys.VMS)
         return [
             Placed(demand(specs[v][0]), p.host)
-            for v, (p, _) in load_all(self.store, Placement, keys.PLACEMENT).items()
+            for v, (p, _) in self.view.models(Placement, keys.PLACEMENT).items()
             if v in specs
         ]
 

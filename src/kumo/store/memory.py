@@ -35,12 +35,15 @@ class _MemoryWatch:
     def __iter__(self) -> Iterator[WatchEvent]:
         while True:
             with self._cond:
-                while not self._events and not self._cancelled:
+                if not self._events and not self._cancelled:
                     self._cond.wait(timeout=0.1)
-                    self._store.expire_leases()
                 if self._cancelled:
                     return
-                event = self._events.pop(0)
+                event = self._events.pop(0) if self._events else None
+            if event is None:
+                # Outside our lock: the store takes its own lock, then ours, to push.
+                self._store.expire_leases()
+                continue
             yield event
 
     def cancel(self) -> None:
