@@ -12,7 +12,7 @@ Weighers: ``spread`` prefers the host with the most free memory (then fewest VMs
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -71,32 +71,35 @@ class NoValidHost:
 
 
 @dataclass(frozen=True)
-class _Usage:
-    vcpus: int
-    memory_mib: int
-    count: int
-    groups: frozenset[str]  # affinity and anti-affinity groups present
+class HostUsage:
+    """What the VMs already on a host use, and the groups they belong to."""
+
+    vcpus: int = 0
+    memory_mib: int = 0
+    count: int = 0
+    groups: frozenset[str] = frozenset()  # "anti:<group>" and "aff:<group>"
+
+    def plus(self, d: Demand) -> HostUsage:
+        groups = set(self.groups)
+        if d.anti_affinity:
+            groups.add("anti:" + d.anti_affinity)
+        if d.affinity:
+            groups.add("aff:" + d.affinity)
+        return HostUsage(
+            self.vcpus + d.vcpus, self.memory_mib + d.memory_mib, self.count + 1, frozenset(groups)
+        )
 
 
-def _usage(placed: Sequence[Placed], exclude: str) -> dict[str, _Usage]:
-    acc: dict[str, list[int]] = {}
-    groups: dict[str, set[str]] = {}
+def usage_of(placed: Sequence[Placed], exclude: str = "") -> dict[str, HostUsage]:
+    """Per-host usage of ``placed``, leaving out the VM named ``exclude``."""
+    usage: dict[str, HostUsage] = {}
     for p in placed:
-        if p.demand.name == exclude:
-            continue
-        a = acc.setdefault(p.host, [0, 0, 0])
-        a[0] += p.demand.vcpus
-        a[1] += p.demand.memory_mib
-        a[2] += 1
-        g = groups.setdefault(p.host, set())
-        if p.demand.anti_affinity:
-            g.add("anti:" + p.demand.anti_affinity)
-        if p.demand.affinity:
-            g.add("aff:" + p.demand.affinity)
-    return {h: _Usage(v[0], v[1], v[2], frozenset(groups.get(h, set()))) for h, v in acc.items()}
+        if p.demand.name != exclude:
+            usage[p.host] = usage.get(p.host, _EMPTY).plus(p.demand)
+    return usage
 
 
-_EMPTY = _Usage(0, 0, 0, frozenset())
+_EMPTY = HostUsage()
 # (name, keep this host?, reason when it removes the last candidates)
 Filter = tuple[str, Callable[[HostView], bool], Callable[[list[HostView]], str]]
 
@@ -104,13 +107,15 @@ Filter = tuple[str, Callable[[HostView], bool], Callable[[list[HostView]], str]]
 def place(
     vm: Demand,
     hosts: Sequence[HostView],
-    placed: Sequence[Placed],
+    placed: Sequence[Placed] | Mapping[str, HostUsage],
     policy: Policy | None = None,
 ) -> Chosen | NoValidHost:
+    """Choose a host for ``vm``. ``placed`` is the VMs already placed, or their per-host
+    usage (:func:`usage_of`) when the caller keeps it up to date itself."""
     policy = policy or Policy()
-    usage = _usage(placed, vm.name)
+    usage = placed if isinstance(placed, Mapping) else usage_of(placed, vm.name)
 
-    def use(h: HostView) -> _Usage:
+    def use(h: HostView) -> HostUsage:
         return usage.get(h.name, _EMPTY)
 
     def free_cpu(h: HostView) -> float:
@@ -119,11 +124,9 @@ def place(
     def free_mem(h: HostView) -> float:
         return h.memory_mib * policy.memory_ratio - use(h).memory_mib
 
-    affinity_hosts = {
-        p.host
-        for p in placed
-        if vm.affinity and p.demand.affinity == vm.affinity and p.demand.name != vm.name
-    }
+    affinity_hosts = (
+        {h for h, u in usage.items() if f"aff:{vm.affinity}" in u.groups} if vm.affinity else set()
+    )
     if not hosts:
         return NoValidHost("no hosts are registered")
 

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import bisect
 import os
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from kumo.model.activity import Event, Task, TaskState
 from kumo.model.host import HostRecord, HostState, Image, Network, Pool
 from kumo.model.vm import Nic, Placement, PlacementRules, Power, VMSpec, VMState, VMStatus
-from kumo.scheduler.placement import Chosen, Demand, Placed, Policy, place
+from kumo.scheduler.placement import Chosen, Demand, HostUsage, Placed, Policy, place, usage_of
 from kumo.scheduler.placement import HostView as SchedHost
 from kumo.server.errors import Conflict, Invalid, NotFound
 from kumo.server.schemas import (
@@ -35,6 +36,7 @@ from kumo.store.cache import DirectView, StoreCache
 from kumo.store.records import decode, load, load_all, put
 
 PLACEMENT_RETRIES = 20
+_USAGE_PREFIXES = (keys.VMS, keys.PLACEMENT)
 
 
 def demand(spec: VMSpec) -> Demand:
@@ -68,6 +70,24 @@ class ClusterService:
         self.clock = clock
         # Lists and placement read this (a watch-fed cache in `kumo server`).
         self.view = view or DirectView(store)
+        # Placed VMs as the scheduler sees them, per (spec, placement) revision.
+        self._placed_memo: dict[str, tuple[tuple[int, int], Placed]] = {}
+        self._placing = threading.Lock()
+        self._usage: tuple[tuple[int, ...], dict[str, HostUsage]] | None = None
+
+    def _commit(self, compares: list[Compare], ops: Sequence[Put | Delete]) -> int | None:
+        """Commit, and show the write in this replica's cache at once (read-your-writes)."""
+        rev = self.store.commit(compares, ops)
+        if rev is not None:
+            self.view.applied(ops, rev)
+        return rev
+
+    def _fresh(self, found: bool) -> bool:
+        """Whether a lookup that failed in the cache would fail on etcd's current state too:
+        another replica may have just created what we look for."""
+        if not found:
+            self.view.sync()
+        return found
 
     # -- reads -------------------------------------------------------------------------
     def hosts(self) -> list[HostView]:
@@ -161,12 +181,19 @@ class ClusterService:
 
     # -- VM commands ---------------------------------------------------------------------
     def create_vm(self, req: VMCreate, actor: str) -> tuple[VMView, Task]:
-        image = load(self.store, Image, keys.IMAGES + req.image)
-        if image is None:
-            known = ", ".join(sorted(load_all(self.store, Image, keys.IMAGES))) or "none"
+        # Checks read the cache, which holds every write of this replica (write-through);
+        # the commit's compares catch what another replica changed meanwhile (then we sync
+        # and decide again).
+        images = self.view.models(Image, keys.IMAGES)
+        if not self._fresh(req.image in images):
+            images = self.view.models(Image, keys.IMAGES)
+        if req.image not in images:
+            known = ", ".join(sorted(images)) or "none"
             raise Invalid(f"image: no image named {req.image} (known: {known})", "image")
+        image = images[req.image]
         pool = req.pool or image[0].pool
-        if load(self.store, Pool, keys.POOLS + pool) is None:
+        self._fresh(self.view.get(keys.POOLS + pool) is not None)
+        if self.view.get(keys.POOLS + pool) is None:
             raise Invalid(f"pool: no pool named {pool}", "pool")
         if pool != image[0].pool:
             raise Invalid(
@@ -174,7 +201,9 @@ class ClusterService:
                 f"made in the image's pool",
                 "pool",
             )
-        nets = load_all(self.store, Network, keys.NETWORKS)
+        nets = self.view.models(Network, keys.NETWORKS)
+        if not self._fresh(all(n in nets for n in req.networks)):
+            nets = self.view.models(Network, keys.NETWORKS)
         for n in req.networks:
             if n not in nets:
                 raise Invalid(
@@ -187,8 +216,10 @@ class ClusterService:
                 f"disk_gib: {disk} is smaller than image {req.image} ({image[0].size_gib} GiB)",
                 "disk_gib",
             )
-        if req.host is not None and load(self.store, HostRecord, keys.HOSTS + req.host) is None:
-            raise Invalid(f"host: no host named {req.host}", "host")
+        if req.host is not None:
+            self._fresh(self.view.get(keys.HOSTS + req.host) is not None)
+            if self.view.get(keys.HOSTS + req.host) is None:
+                raise Invalid(f"host: no host named {req.host}", "host")
         vm_uuid = str(uuid.uuid4())
         task = new_task("vm.create", f"vm/{req.name}", actor, self.clock())
         spec = VMSpec(
@@ -225,7 +256,7 @@ class ClusterService:
         return self._view(spec, Placement(host=host, at=self.clock()), None), task
 
     def _exists(self, name: str) -> None:
-        if self.store.get(keys.VMS + name) is not None:
+        if self.view.get(keys.VMS + name) is not None:
             raise Conflict(f"name: vm {name} already exists", "name")
 
     def _place_and_commit(
@@ -236,31 +267,60 @@ class ClusterService:
         actor: str,
         on_lost: Callable[[], None],
     ) -> str:
+        # One placement at a time per replica: concurrent requests would only lose the
+        # sched-epoch race to each other and decide again.
+        with self._placing:
+            return self._place_locked(spec, compares, ops, actor, on_lost)
+
+    def _place_locked(
+        self,
+        spec: VMSpec,
+        compares: list[Compare],
+        ops: list[Put],
+        actor: str,
+        on_lost: Callable[[], None],
+    ) -> str:
+        fresh = False  # whether we decide on state just synced with etcd
         for _ in range(PLACEMENT_RETRIES):
             on_lost()
-            epoch = self.store.get(keys.SCHED_EPOCH)
+            # The cache is synced at least to the last placement we know of; should it miss
+            # a newer one, the compare on sched-epoch fails and we decide again.
+            epoch = self.view.get(keys.SCHED_EPOCH)
             epoch_rev = epoch.mod_revision if epoch else 0
-            # Decide on state at least as new as the last placement anywhere.
-            self.view.wait_for(epoch_rev)
             n = int(epoch.value or b"0") + 1 if epoch else 1
-            result = place(demand(spec), self._sched_hosts(), self._placed(), self.policy)
+            usage = self._cluster_usage()
+            result = place(demand(spec), self._sched_hosts(), usage, self.policy)
             if not isinstance(result, Chosen):
-                raise Conflict(str(result), "placement")
+                if fresh:
+                    raise Conflict(str(result), "placement")
+                # Refuse only on etcd's current state, not on a cache that may lag.
+                self.view.sync()
+                fresh = True
+                continue
+            writes = [
+                *ops,
+                put(keys.PLACEMENT + spec.name, Placement(host=result.host, at=self.clock())),
+                Put(keys.SCHED_EPOCH, str(n).encode()),
+                event_op(actor, f"vm/{spec.name}", "placed", f"on {result.host}"),
+            ]
             ok = self.store.commit(
                 [
                     *compares,
                     Compare(keys.SCHED_EPOCH, epoch_rev),
                     Compare(keys.PLACEMENT + spec.name, 0),
                 ],
-                [
-                    *ops,
-                    put(keys.PLACEMENT + spec.name, Placement(host=result.host, at=self.clock())),
-                    Put(keys.SCHED_EPOCH, str(n).encode()),
-                    event_op(actor, f"vm/{spec.name}", "placed", f"on {result.host}"),
-                ],
+                writes,
             )
             if ok is not None:
+                before, after = self.view.applied(writes, ok, _USAGE_PREFIXES)
+                if self._usage is not None and self._usage[0] == before:
+                    # Only this placement changed them: add it instead of recounting all.
+                    updated = dict(usage)
+                    updated[result.host] = usage.get(result.host, HostUsage()).plus(demand(spec))
+                    self._usage = (after, updated)
                 return result.host
+            self.view.sync()  # we lost a race: decide again on fresh state
+            fresh = True
         raise Conflict("placement: too many concurrent placements; try again", "placement")
 
     def _sched_hosts(self) -> list[SchedHost]:
@@ -278,16 +338,32 @@ class ClusterService:
             for name, (rec, _) in sorted(self.view.models(HostRecord, keys.HOSTS).items())
         ]
 
+    def _cluster_usage(self) -> dict[str, HostUsage]:
+        """Per-host usage for the scheduler, recounted only when someone else changed VMs or
+        placements since the last count."""
+        versions = self.view.versions(_USAGE_PREFIXES)
+        if self._usage is None or self._usage[0] != versions:
+            self._usage = (versions, usage_of(self._placed()))
+        return self._usage[1]
+
     def _placed(self) -> list[Placed]:
         specs = self.view.models(VMSpec, keys.VMS)
-        return [
-            Placed(demand(specs[v][0]), p.host)
-            for v, (p, _) in self.view.models(Placement, keys.PLACEMENT).items()
-            if v in specs
-        ]
+        out = []
+        memo = self._placed_memo
+        for v, (p, prev) in self.view.models(Placement, keys.PLACEMENT).items():
+            if v not in specs:
+                continue
+            stamp = (specs[v][1], prev)
+            hit = memo.get(v)
+            if hit is None or hit[0] != stamp:
+                hit = (stamp, Placed(demand(specs[v][0]), p.host))
+                memo[v] = hit
+            out.append(hit[1])
+        return out
 
     def place_unplaced(self, actor: str) -> list[str]:
         """Place every VM that has no host yet (the scheduler controller's pass)."""
+        self.view.sync()
         placements = load_all(self.store, Placement, keys.PLACEMENT)
         done = []
         for name, (spec, rev) in load_all(self.store, VMSpec, keys.VMS).items():
@@ -341,7 +417,7 @@ class ClusterService:
                 )
             ]
             if (
-                self.store.commit([Compare(keys.VMS + name, rev)], [*ops, Delete(keys.VMS + name)])
+                self._commit([Compare(keys.VMS + name, rev)], [*ops, Delete(keys.VMS + name)])
                 is None
             ):
                 raise Conflict(f"vm {name} changed meanwhile; try again")
@@ -375,12 +451,12 @@ class ClusterService:
                         ),
                     )
                 )
-        if self.store.commit([Compare(keys.VMS + spec.name, rev)], ops) is None:
+        if self._commit([Compare(keys.VMS + spec.name, rev)], ops) is None:
             raise Conflict(f"vm {spec.name} changed meanwhile; try again")
 
     # -- pools, networks, images ---------------------------------------------------------
     def _create(self, key: str, model: Pool | Network | Image, kind: str, actor: str) -> None:
-        ok = self.store.commit(
+        ok = self._commit(
             [Compare(key, 0)],
             [put(key, model), event_op(actor, f"{kind}/{model.name}", "created", "")],
         )

@@ -109,6 +109,9 @@ class EtcdStore:
         self.client = Etcd3Client(
             host=url.hostname, port=url.port or 2379, protocol=url.scheme, timeout=timeout
         )
+        # etcd is reached directly: never through a proxy from the environment (and not
+        # paying for the environment lookup on every request).
+        self.client.session.trust_env = False
 
     def unavailable(self, exc: BaseException) -> StoreUnavailable:
         return StoreUnavailable(f"etcd at {self.endpoint} is unreachable: {exc}")
