@@ -5,7 +5,7 @@ a real `kumo server`, 100 hosts registered as their agents would, then
      the API: p50/p99 latency, and the time to list all 10,000.
 Prints a table and writes bench/results/control_plane.json.
 
-    .venv/bin/python -m bench.control_plane [--hosts 100 --vms 1000 --total 10000 --clients 4]
+    .venv/bin/python -m bench.control_plane [--hosts 100 --vms 1000 --total 10000 --clients 8]
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def main() -> None:
     ap.add_argument("--hosts", type=int, default=100)
     ap.add_argument("--vms", type=int, default=1000)
     ap.add_argument("--total", type=int, default=10000)
-    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--pages", type=int, default=200)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="kumo-bench-"))

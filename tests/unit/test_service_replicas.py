@@ -3,16 +3,19 @@ sched-epoch compare-and-swap keeps them from overcommitting a host between them.
 
 from __future__ import annotations
 
+import threading
 import time
 
 from kumo.model.host import HostRecord
+from kumo.model.vm import VMSpec
 from kumo.server.errors import Conflict
 from kumo.server.schemas import ImageImport, NetworkCreate, PoolCreate, VMCreate
-from kumo.server.service import ClusterService
+from kumo.server.service import ClusterService, _PlaceRequest
 from kumo.store import keys
+from kumo.store.base import Compare
 from kumo.store.cache import StoreCache
 from kumo.store.memory import MemoryStore
-from kumo.store.records import put
+from kumo.store.records import decode, put
 
 
 def test_two_replicas_never_overcommit() -> None:
@@ -53,3 +56,119 @@ def test_two_replicas_never_overcommit() -> None:
     assert len(store.range(keys.PLACEMENT)) == 3
     for c in caches:
         c.stop()
+
+
+def test_concurrent_creates_batch_without_overcommit() -> None:
+    """Many API threads at once: placements are decided in groups and committed together;
+    capacity and anti-affinity still hold exactly."""
+    store = MemoryStore()
+    cache = StoreCache(store)
+    cache.start()
+    svc = ClusterService(store, view=cache)
+    svc.create_pool(PoolCreate(name="shared", path="/p"), "t")
+    svc.create_network(NetworkCreate(name="public", bridge="br0"), "t")
+    svc.import_image(ImageImport(name="img", pool="shared", path="i.qcow2"), "t")
+    lease = store.grant(60)
+    for h in ("h1", "h2", "h3"):
+        rec = HostRecord(
+            name=h,
+            address="198.18.1.11",
+            cpus=64,
+            memory_mib=1000,
+            libvirt_version="9.0.0",
+            qemu_version="7.2.0",
+            domain_type="qemu",
+            pools=("shared",),
+            networks=("public",),
+            agent_port=1,
+            registered_at=0,
+        )
+        store.commit([], [put(keys.HOSTS + h, rec), put(keys.ALIVE + h, rec, lease)])
+    results: dict[str, str] = {}
+
+    def create(name: str, **kw: object) -> None:
+        try:
+            view, _ = svc.create_vm(VMCreate(name=name, image="img", **kw), "t")  # type: ignore[arg-type]
+            results[name] = str(view.host)
+        except Conflict as exc:
+            results[name] = "refused: " + str(exc)
+
+    threads = [
+        threading.Thread(target=create, args=(f"m{i}",), kwargs={"memory_mib": 100})
+        for i in range(40)
+    ]
+    threads += [
+        threading.Thread(
+            target=create, args=(f"a{i}",), kwargs={"memory_mib": 16, "anti_affinity": "g"}
+        )
+        for i in range(6)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(results) == 46
+    mem = {"h1": 0, "h2": 0, "h3": 0}
+    anti = {"h1": 0, "h2": 0, "h3": 0}
+    for name, where in results.items():
+        if where in mem:
+            mem[where] += 100 if name.startswith("m") else 16
+            anti[where] += name.startswith("a")
+    # capacity and anti-affinity hold exactly, whatever the interleaving
+    assert all(used <= 1000 for used in mem.values()), mem
+    assert all(n <= 1 for n in anti.values()), anti
+    # and nothing was refused that fitted: refusals are true at the end (usage only grew)
+    refused = {n: r for n, r in results.items() if r.startswith("refused")}
+    if any(n.startswith("m") for n in refused):
+        assert all(1000 - used < 100 for used in mem.values()), mem
+    for n, r in refused.items():
+        if n.startswith("a"):
+            assert all(anti[h] or 1000 - mem[h] < 16 for h in mem), (anti, mem)
+        assert "no valid host" in r
+    assert len(store.range(keys.PLACEMENT)) == 46 - len(refused)
+    cache.stop()
+
+
+def test_group_commit_places_a_batch_in_one_transaction() -> None:
+    store = MemoryStore()
+    svc = ClusterService(store)
+    svc.create_pool(PoolCreate(name="shared", path="/p"), "t")
+    svc.create_network(NetworkCreate(name="public", bridge="br0"), "t")
+    svc.import_image(ImageImport(name="img", pool="shared", path="i.qcow2"), "t")
+    lease = store.grant(60)
+    for h in ("h1", "h2"):
+        rec = HostRecord(
+            name=h,
+            address="198.18.1.11",
+            cpus=8,
+            memory_mib=1000,
+            libvirt_version="9.0.0",
+            qemu_version="7.2.0",
+            domain_type="qemu",
+            pools=("shared",),
+            networks=("public",),
+            agent_port=1,
+            registered_at=0,
+        )
+        store.commit([], [put(keys.HOSTS + h, rec), put(keys.ALIVE + h, rec, lease)])
+    svc.create_vm(VMCreate(name="seed", image="img", memory_mib=16), "t")
+    spec = store.get(keys.VMS + "seed")
+    assert spec is not None
+    base = decode(VMSpec, spec)
+    reqs = []
+    for name in ("b1", "b2", "b2", "big"):
+        s = base.model_copy(update={"name": name, "memory_mib": 2000 if name == "big" else 100})
+        reqs.append(
+            _PlaceRequest(
+                s, [Compare(keys.VMS + name, 0)], [put(keys.VMS + name, s)], "t", lambda: None
+            )
+        )
+    rev = store.revision()
+    svc._place_batch(reqs)
+    assert [r.done for r in reqs] == [True, True, True, True]
+    assert reqs[0].host and reqs[1].host and reqs[0].host != reqs[1].host  # spread
+    assert reqs[2].error is not None  # the duplicate lost its compare, alone
+    assert reqs[3].error is not None and "not enough free memory" in str(reqs[3].error)
+    # b1 and b2 went in one transaction: one revision for both
+    b1, b2 = store.get(keys.PLACEMENT + "b1"), store.get(keys.PLACEMENT + "b2")
+    assert b1 is not None and b2 is not None and b1.mod_revision == b2.mod_revision == rev + 1

@@ -29,7 +29,7 @@ class Controllers:
             self._trim_events()
 
     def _trim_events(self) -> None:
-        events = self.service.store.range(keys.EVENTS)
+        events = self.service.view.range(keys.EVENTS)
         extra = len(events) - MAX_EVENTS
         if extra > 0:
             for i in range(0, extra, 100):

@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from kumo.model.activity import Event, Task, TaskState
 from kumo.model.host import HostRecord, HostState, Image, Network, Pool
@@ -36,6 +37,7 @@ from kumo.store.cache import DirectView, StoreCache
 from kumo.store.records import decode, load, load_all, put
 
 PLACEMENT_RETRIES = 20
+MAX_BATCH = 25  # 4 writes a VM: stays under etcd's default of 128 operations a transaction
 _USAGE_PREFIXES = (keys.VMS, keys.PLACEMENT)
 
 
@@ -57,6 +59,18 @@ def _mac(vm_uuid: str, index: int) -> str:
     return f"52:54:00:{raw[0]:02x}:{raw[1]:02x}:{(raw[2] + index) % 256:02x}"
 
 
+@dataclass
+class _PlaceRequest:
+    spec: VMSpec
+    compares: list[Compare]
+    ops: list[Put]
+    actor: str
+    on_lost: Callable[[], None]
+    host: str | None = None
+    error: Exception | None = None
+    done: bool = False
+
+
 class ClusterService:
     def __init__(
         self,
@@ -73,6 +87,8 @@ class ClusterService:
         # Placed VMs as the scheduler sees them, per (spec, placement) revision.
         self._placed_memo: dict[str, tuple[tuple[int, int], Placed]] = {}
         self._placing = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._queue: list[_PlaceRequest] = []
         self._usage: tuple[tuple[int, ...], dict[str, HostUsage]] | None = None
 
     def _commit(self, compares: list[Compare], ops: Sequence[Put | Delete]) -> int | None:
@@ -267,10 +283,84 @@ class ClusterService:
         actor: str,
         on_lost: Callable[[], None],
     ) -> str:
-        # One placement at a time per replica: concurrent requests would only lose the
-        # sched-epoch race to each other and decide again.
-        with self._placing:
-            return self._place_locked(spec, compares, ops, actor, on_lost)
+        # One placer at a time per replica (concurrent ones would only lose the sched-epoch
+        # race to each other). Requests that arrive while it waits on etcd queue up, and the
+        # next placer decides them all and commits them in one transaction (group commit).
+        req = _PlaceRequest(spec, compares, ops, actor, on_lost)
+        with self._queue_lock:
+            self._queue.append(req)
+        while not req.done:
+            with self._placing:
+                with self._queue_lock:
+                    batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                if batch:
+                    self._place_batch(batch)
+        if req.error is not None:
+            raise req.error
+        assert req.host is not None
+        return req.host
+
+    def _place_batch(self, batch: list[_PlaceRequest]) -> None:
+        alone = batch if len(batch) == 1 else self._place_group(batch)
+        for r in alone:
+            try:
+                r.host = self._place_locked(r.spec, r.compares, r.ops, r.actor, r.on_lost)
+            except (Conflict, Invalid) as exc:
+                r.error = exc
+            except Exception as exc:  # etcd down, …: the caller sees it
+                r.error = exc
+            r.done = True
+
+    def _place_group(self, batch: list[_PlaceRequest]) -> list[_PlaceRequest]:
+        """Decide and commit several placements at once; returns those left to place one by
+        one (refused on possibly stale state, duplicate names, or a lost race)."""
+        alone: list[_PlaceRequest] = []
+        names: set[str] = set()
+        epoch = self.view.get(keys.SCHED_EPOCH)
+        epoch_rev = epoch.mod_revision if epoch else 0
+        n = int(epoch.value or b"0") + 1 if epoch else 1
+        base = self._cluster_usage()
+        usage = dict(base)
+        hosts = self._sched_hosts()
+        chosen: list[tuple[_PlaceRequest, str]] = []
+        compares = [Compare(keys.SCHED_EPOCH, epoch_rev)]
+        writes: list[Put | Delete] = []
+        for r in batch:
+            if r.spec.name in names:
+                alone.append(r)
+                continue
+            try:
+                r.on_lost()
+            except Conflict as exc:
+                r.error, r.done = exc, True
+                continue
+            d = demand(r.spec)
+            result = place(d, hosts, usage, self.policy)
+            if not isinstance(result, Chosen):
+                alone.append(r)
+                continue
+            names.add(r.spec.name)
+            usage[result.host] = usage.get(result.host, HostUsage()).plus(d)
+            chosen.append((r, result.host))
+            compares += [*r.compares, Compare(keys.PLACEMENT + r.spec.name, 0)]
+            writes += [
+                *r.ops,
+                put(keys.PLACEMENT + r.spec.name, Placement(host=result.host, at=self.clock())),
+                event_op(r.actor, f"vm/{r.spec.name}", "placed", f"on {result.host}"),
+            ]
+        if not chosen:
+            return alone
+        writes.append(Put(keys.SCHED_EPOCH, str(n).encode()))
+        ok = self.store.commit(compares, writes)
+        if ok is None:
+            self.view.sync()
+            return alone + [r for r, _ in chosen]
+        before, after = self.view.applied(writes, ok, _USAGE_PREFIXES)
+        if self._usage is not None and self._usage[0] == before and self._usage[1] is base:
+            self._usage = (after, usage)
+        for r, host in chosen:
+            r.host, r.done = host, True
+        return alone
 
     def _place_locked(
         self,
@@ -364,9 +454,9 @@ class ClusterService:
     def place_unplaced(self, actor: str) -> list[str]:
         """Place every VM that has no host yet (the scheduler controller's pass)."""
         self.view.sync()
-        placements = load_all(self.store, Placement, keys.PLACEMENT)
+        placements = self.view.models(Placement, keys.PLACEMENT)
         done = []
-        for name, (spec, rev) in load_all(self.store, VMSpec, keys.VMS).items():
+        for name, (spec, rev) in self.view.models(VMSpec, keys.VMS).items():
             if name in placements or spec.deleting:
                 continue
             try:
