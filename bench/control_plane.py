@@ -25,8 +25,8 @@ from pathlib import Path
 import httpx
 from tests.conftest import free_port
 
-from kumo.model.host import HostRecord
 from kumo.model.vm import Nic, Placement, VMSpec
+from kumo.sim.cluster import register_hosts, sim_host
 from kumo.store import keys
 from kumo.store.etcd import EtcdStore
 from kumo.store.records import put
@@ -129,7 +129,9 @@ def run(args: argparse.Namespace, etcd_url: str, url: str, tmp: Path) -> None:
     api.post(
         "/images", json={"name": "img", "pool": "shared", "path": "img.qcow2"}
     ).raise_for_status()
-    lease = store.grant(60)
+    lease = register_hosts(
+        store, [sim_host(f"sim{i:03d}", cpus=64, memory_mib=512 * 1024) for i in range(args.hosts)]
+    )
     stop = threading.Event()
 
     def keep() -> None:
@@ -137,21 +139,6 @@ def run(args: argparse.Namespace, etcd_url: str, url: str, tmp: Path) -> None:
             store.keepalive(lease)
 
     threading.Thread(target=keep, daemon=True).start()
-    for i in range(args.hosts):
-        rec = HostRecord(
-            name=f"sim{i:03d}",
-            address=f"127.0.0.{i % 250 + 1}",
-            cpus=64,
-            memory_mib=512 * 1024,
-            libvirt_version="9.0.0",
-            qemu_version="7.2.0",
-            domain_type="qemu",
-            pools=("shared",),
-            networks=("public",),
-            agent_port=1,
-            registered_at=time.time(),
-        )
-        store.commit([], [put(keys.HOSTS + rec.name, rec), put(keys.ALIVE + rec.name, rec, lease)])
 
     # 1. placements through the API
     def create(i: int) -> float:

@@ -7,30 +7,13 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from kumo.model.host import HostRecord
 from kumo.server.app import create_app
 from kumo.server.auth import bootstrap
 from kumo.server.service import ClusterService
+from kumo.sim.cluster import register_hosts, sim_host
 from kumo.store import keys
 from kumo.store.cache import StoreCache
 from kumo.store.memory import MemoryStore
-from kumo.store.records import put
-
-
-def host_record(name: str, mem: int = 1024) -> HostRecord:
-    return HostRecord(
-        name=name,
-        address=f"198.18.1.{10 + int(name[1:])}",
-        cpus=2,
-        memory_mib=mem,
-        libvirt_version="9.0.0",
-        qemu_version="7.2.0",
-        domain_type="qemu",
-        pools=("shared",),
-        networks=("public",),
-        agent_port=8776,
-        registered_at=0,
-    )
 
 
 @pytest.fixture(params=["direct", "cache"])
@@ -38,11 +21,7 @@ def api(request: pytest.FixtureRequest) -> Iterator[tuple[TestClient, MemoryStor
     store = MemoryStore()
     token = bootstrap(store)
     assert token and bootstrap(store) is None  # only once
-    lease = store.grant(60)
-    for h in ("h1", "h2", "h3"):
-        store.commit(
-            [], [put(keys.HOSTS + h, host_record(h)), put(keys.ALIVE + h, host_record(h), lease)]
-        )
+    register_hosts(store, [sim_host(h, cpus=2, memory_mib=1024) for h in ("h1", "h2", "h3")])
     cache = StoreCache(store) if request.param == "cache" else None
     if cache:
         cache.start()

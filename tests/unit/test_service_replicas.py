@@ -1,16 +1,16 @@
-"""Two API replicas, each with its own watch-fed cache, placing against one store: the
-sched-epoch compare-and-swap keeps them from overcommitting a host between them."""
+"""Placement under concurrency: two API replicas with their own watch-fed caches, many
+threads on one replica, and the group commit. Capacity and anti-affinity must hold exactly."""
 
 from __future__ import annotations
 
 import threading
 import time
 
-from kumo.model.host import HostRecord
 from kumo.model.vm import VMSpec
 from kumo.server.errors import Conflict
-from kumo.server.schemas import ImageImport, NetworkCreate, PoolCreate, VMCreate
+from kumo.server.schemas import VMCreate
 from kumo.server.service import ClusterService, _PlaceRequest
+from kumo.sim.cluster import define_basics, register_hosts, sim_host
 from kumo.store import keys
 from kumo.store.base import Compare
 from kumo.store.cache import StoreCache
@@ -24,24 +24,8 @@ def test_two_replicas_never_overcommit() -> None:
     for c in caches:
         c.start()
     a, b = (ClusterService(store, view=c) for c in caches)
-    a.create_pool(PoolCreate(name="shared", path="/p"), "t")
-    a.create_network(NetworkCreate(name="public", bridge="br0"), "t")
-    a.import_image(ImageImport(name="img", pool="shared", path="i.qcow2"), "t")
-    lease = store.grant(60)
-    rec = HostRecord(
-        name="h1",
-        address="198.18.1.11",
-        cpus=8,
-        memory_mib=1000,
-        libvirt_version="9.0.0",
-        qemu_version="7.2.0",
-        domain_type="qemu",
-        pools=("shared",),
-        networks=("public",),
-        agent_port=1,
-        registered_at=0,
-    )
-    store.commit([], [put(keys.HOSTS + "h1", rec), put(keys.ALIVE + "h1", rec, lease)])
+    define_basics(a)
+    register_hosts(store, [sim_host("h1", memory_mib=1000)])
     placed, refused = [], []
     for i in range(6):
         svc = (a, b)[i % 2]
@@ -59,50 +43,25 @@ def test_two_replicas_never_overcommit() -> None:
 
 
 def test_concurrent_creates_batch_without_overcommit() -> None:
-    """Many API threads at once: placements are decided in groups and committed together;
-    capacity and anti-affinity still hold exactly."""
     store = MemoryStore()
     cache = StoreCache(store)
     cache.start()
     svc = ClusterService(store, view=cache)
-    svc.create_pool(PoolCreate(name="shared", path="/p"), "t")
-    svc.create_network(NetworkCreate(name="public", bridge="br0"), "t")
-    svc.import_image(ImageImport(name="img", pool="shared", path="i.qcow2"), "t")
-    lease = store.grant(60)
-    for h in ("h1", "h2", "h3"):
-        rec = HostRecord(
-            name=h,
-            address="198.18.1.11",
-            cpus=64,
-            memory_mib=1000,
-            libvirt_version="9.0.0",
-            qemu_version="7.2.0",
-            domain_type="qemu",
-            pools=("shared",),
-            networks=("public",),
-            agent_port=1,
-            registered_at=0,
-        )
-        store.commit([], [put(keys.HOSTS + h, rec), put(keys.ALIVE + h, rec, lease)])
+    define_basics(svc)
+    register_hosts(store, [sim_host(h, cpus=64, memory_mib=1000) for h in ("h1", "h2", "h3")])
     results: dict[str, str] = {}
 
-    def create(name: str, **kw: object) -> None:
+    def create(name: str, memory: int, group: str | None) -> None:
         try:
-            view, _ = svc.create_vm(VMCreate(name=name, image="img", **kw), "t")  # type: ignore[arg-type]
+            view, _ = svc.create_vm(
+                VMCreate(name=name, image="img", memory_mib=memory, anti_affinity=group), "t"
+            )
             results[name] = str(view.host)
         except Conflict as exc:
             results[name] = "refused: " + str(exc)
 
-    threads = [
-        threading.Thread(target=create, args=(f"m{i}",), kwargs={"memory_mib": 100})
-        for i in range(40)
-    ]
-    threads += [
-        threading.Thread(
-            target=create, args=(f"a{i}",), kwargs={"memory_mib": 16, "anti_affinity": "g"}
-        )
-        for i in range(6)
-    ]
+    threads = [threading.Thread(target=create, args=(f"m{i}", 100, None)) for i in range(40)]
+    threads += [threading.Thread(target=create, args=(f"a{i}", 16, "g")) for i in range(6)]
     for t in threads:
         t.start()
     for t in threads:
@@ -132,29 +91,12 @@ def test_concurrent_creates_batch_without_overcommit() -> None:
 def test_group_commit_places_a_batch_in_one_transaction() -> None:
     store = MemoryStore()
     svc = ClusterService(store)
-    svc.create_pool(PoolCreate(name="shared", path="/p"), "t")
-    svc.create_network(NetworkCreate(name="public", bridge="br0"), "t")
-    svc.import_image(ImageImport(name="img", pool="shared", path="i.qcow2"), "t")
-    lease = store.grant(60)
-    for h in ("h1", "h2"):
-        rec = HostRecord(
-            name=h,
-            address="198.18.1.11",
-            cpus=8,
-            memory_mib=1000,
-            libvirt_version="9.0.0",
-            qemu_version="7.2.0",
-            domain_type="qemu",
-            pools=("shared",),
-            networks=("public",),
-            agent_port=1,
-            registered_at=0,
-        )
-        store.commit([], [put(keys.HOSTS + h, rec), put(keys.ALIVE + h, rec, lease)])
+    define_basics(svc)
+    register_hosts(store, [sim_host("h1", memory_mib=1000), sim_host("h2", memory_mib=1000)])
     svc.create_vm(VMCreate(name="seed", image="img", memory_mib=16), "t")
-    spec = store.get(keys.VMS + "seed")
-    assert spec is not None
-    base = decode(VMSpec, spec)
+    entry = store.get(keys.VMS + "seed")
+    assert entry is not None
+    base = decode(VMSpec, entry)
     reqs = []
     for name in ("b1", "b2", "b2", "big"):
         s = base.model_copy(update={"name": name, "memory_mib": 2000 if name == "big" else 100})
@@ -165,9 +107,9 @@ def test_group_commit_places_a_batch_in_one_transaction() -> None:
         )
     rev = store.revision()
     svc._place_batch(reqs)
-    assert [r.done for r in reqs] == [True, True, True, True]
+    assert all(r.done for r in reqs)
     assert reqs[0].host and reqs[1].host and reqs[0].host != reqs[1].host  # spread
-    assert reqs[2].error is not None  # the duplicate lost its compare, alone
+    assert reqs[2].error is not None  # the same name again: its compare cannot hold
     assert reqs[3].error is not None and "not enough free memory" in str(reqs[3].error)
     # b1 and b2 went in one transaction: one revision for both
     b1, b2 = store.get(keys.PLACEMENT + "b1"), store.get(keys.PLACEMENT + "b2")

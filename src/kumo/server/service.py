@@ -301,20 +301,34 @@ class ClusterService:
         return req.host
 
     def _place_batch(self, batch: list[_PlaceRequest]) -> None:
-        alone = batch if len(batch) == 1 else self._place_group(batch)
-        for r in alone:
+        """Decide and commit ``batch``, in rounds: what a round leaves (a lost race, a
+        refusal on possibly stale state, a name twice in the batch) is decided again on
+        state synced with etcd, where a refusal is final."""
+        pending, fresh = batch, False
+        for _ in range(PLACEMENT_RETRIES):
             try:
-                r.host = self._place_locked(r.spec, r.compares, r.ops, r.actor, r.on_lost)
-            except (Conflict, Invalid) as exc:
-                r.error = exc
-            except Exception as exc:  # etcd down, …: the caller sees it
-                r.error = exc
+                if fresh and len(pending) > 1:
+                    # A group that lost on fresh state may hold one request whose own
+                    # compare can never hold: go one by one so it cannot fail the others.
+                    pending = [x for r in pending for x in self._place_group([r], final=True)]
+                else:
+                    pending = self._place_group(pending, final=fresh)
+            except Exception as exc:  # etcd down, …: every caller sees it
+                for r in pending:
+                    r.error, r.done = exc, True
+                return
+            if not pending:
+                return
+            self.view.sync()
+            fresh = True
+        for r in pending:
+            r.error = Conflict("placement: too many concurrent placements; try again", "placement")
             r.done = True
 
-    def _place_group(self, batch: list[_PlaceRequest]) -> list[_PlaceRequest]:
-        """Decide and commit several placements at once; returns those left to place one by
-        one (refused on possibly stale state, duplicate names, or a lost race)."""
-        alone: list[_PlaceRequest] = []
+    def _place_group(self, batch: list[_PlaceRequest], final: bool) -> list[_PlaceRequest]:
+        """One round: decide every request against the running usage and commit all those
+        placed in one transaction. Returns the requests left for another round."""
+        left: list[_PlaceRequest] = []
         names: set[str] = set()
         epoch = self.view.get(keys.SCHED_EPOCH)
         epoch_rev = epoch.mod_revision if epoch else 0
@@ -327,7 +341,7 @@ class ClusterService:
         writes: list[Put | Delete] = []
         for r in batch:
             if r.spec.name in names:
-                alone.append(r)
+                left.append(r)
                 continue
             try:
                 r.on_lost()
@@ -337,7 +351,10 @@ class ClusterService:
             d = demand(r.spec)
             result = place(d, hosts, usage, self.policy)
             if not isinstance(result, Chosen):
-                alone.append(r)
+                if final:
+                    r.error, r.done = Conflict(str(result), "placement"), True
+                else:
+                    left.append(r)  # refuse only on etcd's current state
                 continue
             names.add(r.spec.name)
             usage[result.host] = usage.get(result.host, HostUsage()).plus(d)
@@ -349,69 +366,18 @@ class ClusterService:
                 event_op(r.actor, f"vm/{r.spec.name}", "placed", f"on {result.host}"),
             ]
         if not chosen:
-            return alone
+            return left
         writes.append(Put(keys.SCHED_EPOCH, str(n).encode()))
         ok = self.store.commit(compares, writes)
         if ok is None:
-            self.view.sync()
-            return alone + [r for r, _ in chosen]
+            return left + [r for r, _ in chosen]  # someone placed meanwhile: decide again
         before, after = self.view.applied(writes, ok, _USAGE_PREFIXES)
         if self._usage is not None and self._usage[0] == before and self._usage[1] is base:
+            # Only these placements changed VMs and placements: keep the running count.
             self._usage = (after, usage)
         for r, host in chosen:
             r.host, r.done = host, True
-        return alone
-
-    def _place_locked(
-        self,
-        spec: VMSpec,
-        compares: list[Compare],
-        ops: list[Put],
-        actor: str,
-        on_lost: Callable[[], None],
-    ) -> str:
-        fresh = False  # whether we decide on state just synced with etcd
-        for _ in range(PLACEMENT_RETRIES):
-            on_lost()
-            # The cache is synced at least to the last placement we know of; should it miss
-            # a newer one, the compare on sched-epoch fails and we decide again.
-            epoch = self.view.get(keys.SCHED_EPOCH)
-            epoch_rev = epoch.mod_revision if epoch else 0
-            n = int(epoch.value or b"0") + 1 if epoch else 1
-            usage = self._cluster_usage()
-            result = place(demand(spec), self._sched_hosts(), usage, self.policy)
-            if not isinstance(result, Chosen):
-                if fresh:
-                    raise Conflict(str(result), "placement")
-                # Refuse only on etcd's current state, not on a cache that may lag.
-                self.view.sync()
-                fresh = True
-                continue
-            writes = [
-                *ops,
-                put(keys.PLACEMENT + spec.name, Placement(host=result.host, at=self.clock())),
-                Put(keys.SCHED_EPOCH, str(n).encode()),
-                event_op(actor, f"vm/{spec.name}", "placed", f"on {result.host}"),
-            ]
-            ok = self.store.commit(
-                [
-                    *compares,
-                    Compare(keys.SCHED_EPOCH, epoch_rev),
-                    Compare(keys.PLACEMENT + spec.name, 0),
-                ],
-                writes,
-            )
-            if ok is not None:
-                before, after = self.view.applied(writes, ok, _USAGE_PREFIXES)
-                if self._usage is not None and self._usage[0] == before:
-                    # Only this placement changed them: add it instead of recounting all.
-                    updated = dict(usage)
-                    updated[result.host] = usage.get(result.host, HostUsage()).plus(demand(spec))
-                    self._usage = (after, updated)
-                return result.host
-            self.view.sync()  # we lost a race: decide again on fresh state
-            fresh = True
-        raise Conflict("placement: too many concurrent placements; try again", "placement")
+        return left
 
     def _sched_hosts(self) -> list[SchedHost]:
         alive = {e.key[len(keys.ALIVE) :] for e in self.view.range(keys.ALIVE)}
