@@ -79,7 +79,22 @@ def main() -> None:
     ap.add_argument("--total", type=int, default=10000)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--pages", type=int, default=200)
+    ap.add_argument("--repeat", type=int, default=3, help="whole runs, each on a fresh etcd")
     args = ap.parse_args()
+    runs = [one_run(args) for _ in range(args.repeat)]
+    head = "".join(f"{'run ' + str(i + 1):>10}" for i in range(len(runs)))
+    print(f"{'metric':<22}{head}{'median':>10}")
+    for k in runs[0]:
+        vals = [r[k] for r in runs]
+        nums = [float(v) for v in vals if isinstance(v, int | float)]
+        med = f"{statistics.median(nums):g}" if len(nums) == len(vals) else "-"
+        print(f"{k:<22}" + "".join(f"{v!s:>10}" for v in vals) + f"{med:>10}")
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "control_plane.json").write_text(json.dumps(runs, indent=2) + "\n")
+
+
+def one_run(args: argparse.Namespace) -> dict[str, object]:
     tmp = Path(tempfile.mkdtemp(prefix="kumo-bench-"))
     etcd, etcd_url = start_etcd(tmp)
     port = free_port()
@@ -100,7 +115,7 @@ def main() -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        run(args, etcd_url, f"http://127.0.0.1:{port}", tmp)
+        return run(args, etcd_url, f"http://127.0.0.1:{port}", tmp)
     finally:
         server.kill()
         etcd.kill()
@@ -108,7 +123,7 @@ def main() -> None:
         etcd.wait()
 
 
-def run(args: argparse.Namespace, etcd_url: str, url: str, tmp: Path) -> None:
+def run(args: argparse.Namespace, etcd_url: str, url: str, tmp: Path) -> dict[str, object]:
     for _ in range(100):
         if (tmp / "token").exists():
             break
@@ -205,26 +220,22 @@ def run(args: argparse.Namespace, etcd_url: str, url: str, tmp: Path) -> None:
     list_all_s = time.perf_counter() - t2
     stop.set()
 
-    result = {
+    result: dict[str, object] = {
         "hosts": args.hosts,
         "placed": args.vms,
         "clients": args.clients,
         "placements_per_s": round(args.vms / place_s, 1),
         "create_p50_ms": round(statistics.median(lat) * 1000, 1),
         "create_p99_ms": round(percentile(lat, 99) * 1000, 1),
-        "vms_per_host_min_max": [min(per_host), max(per_host)],
+        "vms_per_host_min": min(per_host),
+        "vms_per_host_max": max(per_host),
         "total_vms": listed,
         "fill_s": round(fill_s, 1),
         "page500_p50_ms": round(statistics.median(page_lat) * 1000, 1),
         "page500_p99_ms": round(percentile(page_lat, 99) * 1000, 1),
         "list_all_s": round(list_all_s, 2),
     }
-    print(f"{'metric':<28} value")
-    for metric, value in result.items():
-        print(f"{metric:<28} {value}")
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "control_plane.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
 
 
 if __name__ == "__main__":
