@@ -223,10 +223,11 @@ def test_second_replica_takes_over_when_the_leader_dies(plan: LabPlan) -> None:
     assert kill_matching(plan.controller.netns, b"server", port) == 1
     killed_at = time.monotonic()
     while not leads(other):
-        assert time.monotonic() - killed_at < 5 + 3, "the other replica did not take over"
-        time.sleep(0.2)
+        assert time.monotonic() - killed_at < 10, "the other replica did not take over"
+        time.sleep(0.1)
     took = time.monotonic() - killed_at
-    assert took <= 8
+    # the leader lease's TTL is 5 s; etcd expires leases on a 0.5 s tick
+    assert took <= 5.5, f"took over after {took:.1f} s"
     token = control_plane.TOKEN_FILE.read_text().strip()
     r = httpx.get(urls[other] + "/api/v1/vms", headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 200 and len(r.json()) >= 8

@@ -34,11 +34,24 @@ def server(
         typer.Option(help="on first start, also write the admin token here (mode 0600)"),
     ] = None,
     ident: Annotated[str | None, typer.Option(help="replica name for leader election")] = None,
+    strategy: Annotated[str, typer.Option(help="placement: spread or pack")] = "spread",
+    cpu_ratio: Annotated[float, typer.Option(help="vCPU overcommit ratio")] = 4.0,
+    memory_ratio: Annotated[float, typer.Option(help="memory overcommit ratio")] = 1.0,
 ) -> None:
     """Run the API server and, when elected leader, the controllers."""
+    from kumo.scheduler.placement import Policy
     from kumo.server.main import serve
 
-    serve(etcd, listen, port, token_file, ident)
+    if strategy not in ("spread", "pack"):
+        raise typer.BadParameter("strategy: use spread or pack")
+    if cpu_ratio <= 0 or memory_ratio <= 0:
+        raise typer.BadParameter("cpu-ratio and memory-ratio: must be greater than 0")
+    policy = Policy(
+        cpu_ratio=cpu_ratio,
+        memory_ratio=memory_ratio,
+        strategy="spread" if strategy == "spread" else "pack",
+    )
+    serve(etcd, listen, port, token_file, ident, policy)
 
 
 @app.command()

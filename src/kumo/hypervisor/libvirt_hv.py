@@ -69,12 +69,22 @@ class LibvirtHypervisor:
     def facts(self) -> HostFacts:
         try:
             _model, memory_mib, cpus, *_ = self._conn.getInfo()
+            # getInfo's memory comes from the NUMA cells' view, which some virtual machines
+            # (this project's among them) report far too small; the kernel's total is right.
+            memory_mib = self._kernel_memory_mib() or memory_mib
             qemu = self._conn.getVersion()
             lib = self._conn.getLibVersion()
             hostname = self._conn.getHostname()
         except libvirt.libvirtError as exc:
             raise self._err("host facts", exc) from exc
         return HostFacts(hostname, int(cpus), int(memory_mib), _version(lib), _version(qemu))
+
+    def _kernel_memory_mib(self) -> int:
+        try:
+            stats = self._conn.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS, 0)
+        except libvirt.libvirtError:
+            return 0  # drivers without node memory stats (test:///default)
+        return int(stats.get("total", 0)) // 1024
 
     def domains(self) -> list[Domain]:
         try:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import uvicorn
 
+from kumo.scheduler.placement import Policy
 from kumo.server.app import create_app
 from kumo.server.auth import bootstrap
 from kumo.server.controllers import Controllers
@@ -23,7 +24,14 @@ from kumo.store.etcd import EtcdStore
 log = logging.getLogger("kumo.server")
 
 
-def serve(etcd: str, host: str, port: int, token_file: Path | None, ident: str | None) -> None:
+def serve(
+    etcd: str,
+    host: str,
+    port: int,
+    token_file: Path | None,
+    ident: str | None,
+    policy: Policy | None = None,
+) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     store = EtcdStore(etcd)
     ident = ident or f"{socket.gethostname()}:{port}:{os.getpid()}"
@@ -45,7 +53,7 @@ def serve(etcd: str, host: str, port: int, token_file: Path | None, ident: str |
                 f.write(token + "\n")
     cache = StoreCache(store)
     cache.start()
-    service = ClusterService(store, view=cache)
+    service = ClusterService(store, policy=policy, view=cache)
     elector = LeaderElector(store, ident)
     stop = threading.Event()
     controllers = Controllers(service)
