@@ -90,6 +90,9 @@ def test_nine_vms_spread_boot_and_run_in_libvirt(plan: LabPlan) -> None:
     assert sorted(hosts.count(h.name) for h in plan.hosts) == [3, 3, 3]
     for v in vms:
         boot_id(str(v["name"]))
+    # cloud-init seed: each guest took its VM's name as hostname
+    log = kumo("vm", "console-log", "vm5", "--bytes", "600").stdout
+    assert re.search(r"KUMO-GUEST boot=\S+ n=\d+ host=vm5", log), log
     for h in plan.hosts:
         assert virsh_names(h.name) == {str(v["name"]) for v in vms if v["host"] == h.name}
     assert all(v["state"] == "running" for v in vm_json())

@@ -104,6 +104,8 @@ def test_create_start_stop_reboot_delete() -> None:
     tid = w.submit(w.spec())
     w.agent.run_once()
     assert w.vols.exists("/pool", "web1")
+    meta, user = w.vols.seeds["/pool/vms/web1-seed.iso"]
+    assert "local-hostname: web1" in meta and "hostname: web1" in user
     assert [d.state for d in w.hv.domains()] == [DomainState.RUNNING]
     assert w.status().state == VMState.RUNNING and w.task(tid).state == TaskState.SUCCEEDED
 
@@ -122,7 +124,7 @@ def test_create_start_stop_reboot_delete() -> None:
 
     delete = w.submit(w.spec(reboot_generation=1, deleting=True), "vm.delete")
     w.agent.run_once()
-    assert w.hv.domains() == [] and not w.vols.exists("/pool", "web1")
+    assert w.hv.domains() == [] and not w.vols.exists("/pool", "web1") and not w.vols.seeds
     assert w.store.range(keys.VMS) == [] and w.store.range(keys.PLACEMENT) == []
     assert w.task(delete).state == TaskState.SUCCEEDED
 

@@ -95,6 +95,7 @@ def test_too_big_vm_names_memory(api: tuple[TestClient, MemoryStore]) -> None:
         (vm("ok", pool="nosuch"), "pool"),
         (vm("ok", networks=["nosuch"]), "networks"),
         (vm("ok", colour="blue"), "colour"),
+        (vm("ok", ssh_keys=["not a key"]), "ssh_keys"),
     ],
 )
 def test_bad_input_is_422_naming_the_field(

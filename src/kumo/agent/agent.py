@@ -28,6 +28,7 @@ from kumo.hypervisor.domain import DiskConfig, DomainConfig, NicConfig
 from kumo.model.activity import TaskState
 from kumo.model.host import HostRecord, Image, Network, Pool
 from kumo.model.vm import Placement, Power, VMSpec, VMState, VMStatus
+from kumo.provision.cloudinit import nocloud
 from kumo.storage.volumes import VolumeError, Volumes
 from kumo.store import keys
 from kumo.store.activity import event_op, finish_task
@@ -219,6 +220,7 @@ class Agent:
             if image[0].pool != spec.pool:
                 raise VolumeError(f"image {spec.image} is in pool {image[0].pool}, not {spec.pool}")
             self.volumes.create(pool.path, name, image[0].path, spec.disk_gib, spec.clone)
+            self.volumes.write_seed(pool.path, name, *nocloud(spec))
         elif action == Action.DEFINE:
             self.hv.define(self.domain_config(spec, pool))
         elif action == Action.START:
@@ -252,7 +254,18 @@ class Agent:
             domain_type=self.config.domain_type,
             vcpus=spec.vcpus,
             memory_mib=spec.memory_mib,
-            disks=(DiskConfig(self.volumes.path(pool.path, spec.name)),),
+            disks=(
+                DiskConfig(self.volumes.path(pool.path, spec.name)),
+                # cloud-init NoCloud seed: hostname, SSH keys
+                DiskConfig(
+                    self.volumes.seed_path(pool.path, spec.name),
+                    format="raw",
+                    target="hdc",
+                    device="cdrom",
+                    bus="ide",
+                    readonly=True,
+                ),
+            ),
             nics=tuple(nics),
             boot=spec.boot,
             serial_log=f"{self.config.serial_log_dir}/{spec.name}-serial.log",

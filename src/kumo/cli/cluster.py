@@ -126,6 +126,9 @@ def vm_create(
     host: Annotated[str | None, typer.Option(help="pin to this host")] = None,
     affinity: Annotated[str | None, typer.Option(help="affinity group")] = None,
     anti_affinity: Annotated[str | None, typer.Option(help="anti-affinity group")] = None,
+    ssh_key: Annotated[
+        list[str] | None, typer.Option(help="SSH public key for cloud-init (repeat for more)")
+    ] = None,
     no_start: Annotated[bool, typer.Option(help="create stopped")] = False,
     wait: Annotated[bool, typer.Option(help="wait until it runs")] = False,
     url: UrlOpt = None,
@@ -141,6 +144,7 @@ def vm_create(
         "networks": network or ["public"],
         "clone": "full" if full_clone else "linked",
         "start": not no_start,
+        "ssh_keys": ssh_key or [],
     }
     for k, v in (
         ("disk_gib", disk_size),

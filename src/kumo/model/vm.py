@@ -48,6 +48,7 @@ class VMSpec(Frozen):
     clone: Literal["linked", "full"] = "linked"
     nics: tuple[Nic, ...]
     boot: tuple[BootDevice, ...] = ("hd",)
+    ssh_keys: tuple[str, ...] = ()
     placement: PlacementRules = PlacementRules()
     ha: HASpec = HASpec()
     power: Power = Power.RUNNING

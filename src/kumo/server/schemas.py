@@ -30,11 +30,27 @@ class VMCreate(Body):
     clone: Literal["linked", "full"] = "linked"
     networks: list[Name] = Field(default_factory=lambda: ["public"], max_length=8)
     boot: list[BootDevice] = Field(default_factory=_default_boot, min_length=1, max_length=3)
+    ssh_keys: list[str] = Field(default_factory=list, max_length=32)
     host: Name | None = None
     affinity: Name | None = None
     anti_affinity: Name | None = None
     start: bool = True
     stop_timeout_s: int = Field(default=60, ge=0, le=3600)
+
+    @field_validator("ssh_keys")
+    @classmethod
+    def public_keys(cls, v: list[str]) -> list[str]:
+        for key in v:
+            parts = key.split()
+            if (
+                len(parts) < 2
+                or not parts[0].startswith(("ssh-", "ecdsa-", "sk-"))
+                or ("\n" in key)
+            ):
+                raise ValueError(
+                    "each must be one OpenSSH public key line, e.g. 'ssh-ed25519 AAAA… user@host'"
+                )
+        return v
 
 
 class VMPower(Body):

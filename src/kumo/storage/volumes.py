@@ -13,6 +13,8 @@ import subprocess
 from pathlib import Path
 from typing import Literal, Protocol
 
+from kumo.provision.seed import write_nocloud_iso
+
 
 class VolumeError(Exception):
     """A disk could not be made or removed; the message names the file and the cause."""
@@ -29,11 +31,23 @@ class Volumes(Protocol):
         """Make the VM's disk from ``image`` (a path inside the pool); returns its path."""
         ...
 
-    def delete(self, pool_path: str, vm: str) -> None: ...
+    def delete(self, pool_path: str, vm: str) -> None:
+        """Remove the VM's disk and its seed (either may be missing)."""
+        ...
+
+    def seed_path(self, pool_path: str, vm: str) -> str: ...
+
+    def write_seed(self, pool_path: str, vm: str, meta_data: str, user_data: str) -> str:
+        """Write the VM's cloud-init NoCloud seed ISO; returns its path."""
+        ...
 
 
 def _disk_path(pool_path: str, vm: str) -> str:
     return str(Path(pool_path) / "vms" / f"{vm}.qcow2")
+
+
+def _seed_path(pool_path: str, vm: str) -> str:
+    return str(Path(pool_path) / "vms" / f"{vm}-seed.iso")
 
 
 class QemuImgVolumes:
@@ -87,18 +101,32 @@ class QemuImgVolumes:
         return str(dest)
 
     def delete(self, pool_path: str, vm: str) -> None:
+        for path in (_disk_path(pool_path, vm), _seed_path(pool_path, vm)):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise VolumeError(f"cannot remove {path}: {exc}") from exc
+
+    def seed_path(self, pool_path: str, vm: str) -> str:
+        return _seed_path(pool_path, vm)
+
+    def write_seed(self, pool_path: str, vm: str, meta_data: str, user_data: str) -> str:
+        path = Path(_seed_path(pool_path, vm))
+        path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            os.unlink(_disk_path(pool_path, vm))
-        except FileNotFoundError:
-            pass
+            write_nocloud_iso(path, meta_data=meta_data, user_data=user_data)
         except OSError as exc:
-            raise VolumeError(f"cannot remove {_disk_path(pool_path, vm)}: {exc}") from exc
+            raise VolumeError(f"cannot write seed {path}: {exc}") from exc
+        return str(path)
 
 
 class FakeVolumes:
     def __init__(self, images: set[str] | None = None) -> None:
         self.images = images  # None: every image exists
         self.disks: dict[str, tuple[str, int, str]] = {}
+        self.seeds: dict[str, tuple[str, str]] = {}
 
     def path(self, pool_path: str, vm: str) -> str:
         return _disk_path(pool_path, vm)
@@ -117,3 +145,12 @@ class FakeVolumes:
 
     def delete(self, pool_path: str, vm: str) -> None:
         self.disks.pop(_disk_path(pool_path, vm), None)
+        self.seeds.pop(_seed_path(pool_path, vm), None)
+
+    def seed_path(self, pool_path: str, vm: str) -> str:
+        return _seed_path(pool_path, vm)
+
+    def write_seed(self, pool_path: str, vm: str, meta_data: str, user_data: str) -> str:
+        p = _seed_path(pool_path, vm)
+        self.seeds[p] = (meta_data, user_data)
+        return p

@@ -1,0 +1,17 @@
+"""cloud-init NoCloud data for a VM: its name as hostname, its SSH keys. Pure (golden-tested
+in tests/unit/test_cloudinit.py); the agent writes it to a seed ISO next to the VM's disk."""
+
+from __future__ import annotations
+
+from kumo.model.vm import VMSpec
+
+
+def nocloud(spec: VMSpec) -> tuple[str, str]:
+    """``(meta-data, user-data)``. The instance id is the VM's uuid, so cloud-init runs its
+    per-instance steps once per VM, not again after a migration or a reboot."""
+    meta = f"instance-id: {spec.uuid}\nlocal-hostname: {spec.name}\n"
+    user = ["#cloud-config", f"hostname: {spec.name}", "manage_etc_hosts: true"]
+    if spec.ssh_keys:
+        user.append("ssh_authorized_keys:")
+        user.extend(f"  - {key}" for key in spec.ssh_keys)
+    return meta, "\n".join(user) + "\n"
