@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -52,3 +54,37 @@ def lab2(guest_image: GuestImage) -> Iterator[None]:
     finally:
         kumo("lab", "down", check=False)
     assert lab_mod.leftovers() == []
+
+
+HEARTBEAT = re.compile(r"KUMO-GUEST boot=(\S+) n=(\d+) host=(\S+)")
+
+
+class HttpPoller:
+    """Polls the guest's HTTP heartbeat from the router namespace, timestamping each answer."""
+
+    def __init__(self, ip: str) -> None:
+        script = (
+            f"while :; do printf '%s ' $(date +%s.%N); "
+            f"curl -s -m 1 http://{ip}/ || echo FAIL; sleep 0.1; done"
+        )
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", "kumo-router", "sh", "-c", script],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.samples: list[tuple[float, str, int]] = []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            stamp, _, rest = line.partition(" ")
+            m = HEARTBEAT.search(rest)
+            if m:
+                self.samples.append((float(stamp), m.group(1), int(m.group(2))))
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self.thread.join(timeout=5)

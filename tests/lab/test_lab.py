@@ -8,7 +8,6 @@ import itertools
 import json
 import re
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -17,12 +16,11 @@ import pytest
 from kumo.lab import lab as lab_mod
 from kumo.lab.namespaces import STATE_DIR, pids_in_netns
 from kumo.lab.plan import make_plan
-from tests.lab.conftest import kumo
+from tests.lab.conftest import HEARTBEAT, HttpPoller, kumo
 
 pytestmark = pytest.mark.usefixtures("lab2")
 
 SHARED = "/var/lib/kumo/pools/shared"
-HEARTBEAT = re.compile(r"KUMO-GUEST boot=(\S+) n=(\d+) host=(\S+)")
 
 DOMAIN_XML = """<domain type='{domain_type}'>
   <name>{name}</name>
@@ -61,37 +59,6 @@ def wait_serial(host: str, vm: str, pattern: str, timeout: float = 120) -> re.Ma
     raise AssertionError(
         f"{vm} on {host}: no {pattern!r} in {timeout:.0f} s:\n{serial_log(host, vm)[-2000:]}"
     )
-
-
-class HttpPoller:
-    """Polls the guest's HTTP heartbeat from the router namespace, timestamping each answer."""
-
-    def __init__(self, ip: str) -> None:
-        script = (
-            f"while :; do printf '%s ' $(date +%s.%N); "
-            f"curl -s -m 1 http://{ip}/ || echo FAIL; sleep 0.1; done"
-        )
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", "kumo-router", "sh", "-c", script],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self.samples: list[tuple[float, str, int]] = []
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            stamp, _, rest = line.partition(" ")
-            m = HEARTBEAT.search(rest)
-            if m:
-                self.samples.append((float(stamp), m.group(1), int(m.group(2))))
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-        self.thread.join(timeout=5)
 
 
 def test_status_shows_every_node_and_healthy_etcd() -> None:

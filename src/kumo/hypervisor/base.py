@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from kumo.hypervisor.domain import DomainConfig
+from kumo.model.activity import MigrationProgress
 
 
 class HypervisorError(Exception):
@@ -41,6 +42,19 @@ class HostFacts:
     qemu_version: str
 
 
+@dataclass(frozen=True)
+class MigrationTarget:
+    """Where to migrate: the target's libvirt URI (control) and the URI QEMU streams to."""
+
+    host: str
+    libvirt_uri: str
+    migrate_uri: str
+
+
+class MigrationCancelled(HypervisorError):
+    """The migration was aborted on request; the VM runs on at the source."""
+
+
 class Hypervisor(Protocol):
     def facts(self) -> HostFacts: ...
 
@@ -69,6 +83,19 @@ class Hypervisor(Protocol):
         ...
 
     def undefine(self, name: str) -> None: ...
+
+    def migrate(
+        self,
+        name: str,
+        target: MigrationTarget,
+        progress: Callable[[MigrationProgress], None],
+        cancelled: Callable[[], bool],
+    ) -> MigrationProgress:
+        """Live-migrate ``name`` to ``target`` (peer to peer, persistent there, undefined
+        here), reporting progress about twice a second; aborts when ``cancelled()``. Returns
+        the final statistics; raises :class:`MigrationCancelled` or :class:`HypervisorError`,
+        and then the VM still runs here."""
+        ...
 
     def on_change(self, callback: Callable[[str], None]) -> None:
         """Call ``callback(domain name)`` whenever a domain changes state."""

@@ -6,8 +6,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kumo.hypervisor.base import Domain, DomainState, HostFacts, HypervisorError
+from kumo.hypervisor.base import (
+    Domain,
+    DomainState,
+    HostFacts,
+    HypervisorError,
+    MigrationCancelled,
+    MigrationTarget,
+)
 from kumo.hypervisor.domain import DomainConfig
+from kumo.model.activity import MigrationProgress
 
 
 @dataclass
@@ -16,6 +24,10 @@ class _FakeDomain:
     state: DomainState = DomainState.SHUTOFF
     boots: int = 0
     transient: bool = False  # undefined while running: gone once it stops
+
+
+# Fakes find each other by libvirt URI, as real hosts do over the network.
+FAKE_HOSTS: dict[str, FakeHypervisor] = {}
 
 
 class FakeHypervisor:
@@ -29,6 +41,8 @@ class FakeHypervisor:
         self._doms: dict[str, _FakeDomain] = {}
         self._callbacks: list[Callable[[str], None]] = []
         self.up = True
+        self.migration_steps = 4  # progress reports before the switch-over
+        FAKE_HOSTS[f"fake+tcp://{hostname}/system"] = self
 
     def _check(self) -> None:
         if not self.up:
@@ -106,6 +120,41 @@ class FakeHypervisor:
             d.transient = True  # as libvirt: it runs on, and vanishes when it stops
         else:
             del self._doms[name]
+
+    def migrate(
+        self,
+        name: str,
+        target: MigrationTarget,
+        progress: Callable[[MigrationProgress], None],
+        cancelled: Callable[[], bool],
+    ) -> MigrationProgress:
+        d = self._dom(name)
+        if d.state != DomainState.RUNNING:
+            raise HypervisorError(f"libvirt on {self.hostname}: migrate {name}: not running")
+        dest = FAKE_HOSTS.get(target.libvirt_uri)
+        if dest is None or not dest.up:
+            raise HypervisorError(
+                f"libvirt on {self.hostname}: migrate {name} to {target.host}: "
+                f"unable to connect to {target.libvirt_uri}"
+            )
+        total = d.config.memory_mib * 2**20
+        for step in range(1, self.migration_steps + 1):
+            progress(
+                MigrationProgress(
+                    bytes_total=total,
+                    bytes_processed=total * step // 4,
+                    bytes_remaining=total - total * step // 4,
+                    iteration=1,
+                )
+            )
+            if cancelled():
+                raise MigrationCancelled(f"migration of {name} to {target.host} cancelled")
+        dest._doms[name] = _FakeDomain(d.config, DomainState.RUNNING, d.boots)
+        del self._doms[name]
+        for hv in (self, dest):
+            for cb in list(hv._callbacks):
+                cb(name)
+        return MigrationProgress(bytes_total=total, bytes_processed=total, downtime_ms=42.0)
 
     def on_change(self, callback: Callable[[str], None]) -> None:
         self._callbacks.append(callback)

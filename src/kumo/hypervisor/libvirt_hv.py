@@ -10,8 +10,16 @@ from typing import Any
 
 import libvirt
 
-from kumo.hypervisor.base import Domain, DomainState, HostFacts, HypervisorError
+from kumo.hypervisor.base import (
+    Domain,
+    DomainState,
+    HostFacts,
+    HypervisorError,
+    MigrationCancelled,
+    MigrationTarget,
+)
 from kumo.hypervisor.domain import DomainConfig, domain_xml, owned_by_kumo
+from kumo.model.activity import MigrationProgress
 
 _STATES = {
     libvirt.VIR_DOMAIN_RUNNING: DomainState.RUNNING,
@@ -40,6 +48,27 @@ def _ensure_event_loop() -> None:
 
         threading.Thread(target=loop, name="libvirt-events", daemon=True).start()
         _event_loop_started = True
+
+
+def _progress(stats: dict[str, Any], completed: bool = False) -> MigrationProgress:
+    """libvirt's job statistics (virDomainGetJobStats) as kumo's progress record; for a
+    completed job, ``downtime`` is the real downtime, else libvirt's expectation."""
+    total = int(stats.get("memory_total", 0))
+    remaining = int(stats.get("memory_remaining", 0))
+    bps = float(stats.get("memory_bps", 0))
+    downtime = float(stats.get("downtime", 0))
+    return MigrationProgress(
+        bytes_total=total,
+        bytes_processed=int(stats.get("memory_processed", 0)),
+        bytes_remaining=remaining,
+        bandwidth_mib_s=bps / 2**20,
+        dirty_rate_pages_s=float(stats.get("memory_dirty_rate", 0)),
+        iteration=int(stats.get("memory_iteration", 0)),
+        expected_downtime_ms=downtime,
+        elapsed_s=float(stats.get("time_elapsed", 0)) / 1000,
+        eta_s=remaining / bps if bps > 0 else None,
+        downtime_ms=downtime if completed and "downtime" in stats else None,
+    )
 
 
 def _version(v: int) -> str:
@@ -143,6 +172,70 @@ class LibvirtHypervisor:
         self._call(
             name, "undefine", lambda d: d.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
         )
+
+    def migrate(
+        self,
+        name: str,
+        target: MigrationTarget,
+        progress: Callable[[MigrationProgress], None],
+        cancelled: Callable[[], bool],
+    ) -> MigrationProgress:
+        dom = self._dom(name)
+        # UNSAFE: libvirt cannot tell that a bind- or NFS-mounted directory is shared; kumo
+        # only migrates disks on pools every host registered as reachable (marker checked),
+        # and they use cache='none'.
+        flags = (
+            libvirt.VIR_MIGRATE_LIVE
+            | libvirt.VIR_MIGRATE_PEER2PEER
+            | libvirt.VIR_MIGRATE_PERSIST_DEST
+            | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+            | libvirt.VIR_MIGRATE_UNSAFE
+        )
+        params = {libvirt.VIR_MIGRATE_PARAM_URI: target.migrate_uri}
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                dom.migrateToURI3(target.libvirt_uri, params, flags)
+            except libvirt.libvirtError as exc:
+                failure.append(exc)
+
+        worker = threading.Thread(target=run, name=f"migrate-{name}", daemon=True)
+        worker.start()
+        last = MigrationProgress()
+        aborted = False
+        while worker.is_alive():
+            worker.join(0.5)
+            if not worker.is_alive():
+                break
+            try:
+                last = _progress(dom.jobStats())
+                progress(last)
+            except libvirt.libvirtError:
+                pass  # the job is ending
+            if not aborted and cancelled():
+                aborted = True
+                with contextlib.suppress(libvirt.libvirtError):
+                    dom.abortJob()
+        if failure:
+            exc = failure[0]
+            assert isinstance(exc, libvirt.libvirtError)
+            if aborted:
+                raise MigrationCancelled(f"migration of {name} to {target.host} cancelled")
+            raise self._err(f"migrate {name} to {target.host}", exc) from exc
+        # The source domain is gone (undefined): the completed job's statistics, with the real
+        # downtime, are kept by the destination's libvirtd.
+        try:
+            dest = libvirt.open(target.libvirt_uri)
+            try:
+                stats = dest.lookupByName(name).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+            finally:
+                dest.close()
+            if stats:
+                return _progress(stats, completed=True)
+        except libvirt.libvirtError:
+            pass
+        return last
 
     def on_change(self, callback: Callable[[str], None]) -> None:
         if not self._callbacks:

@@ -22,6 +22,21 @@ class TaskState(StrEnum):
         return self in (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED)
 
 
+class MigrationProgress(Frozen):
+    """libvirt's job statistics of a running migration, as the task shows them."""
+
+    bytes_total: int = 0
+    bytes_processed: int = 0
+    bytes_remaining: int = 0
+    bandwidth_mib_s: float = 0.0
+    dirty_rate_pages_s: float = 0.0
+    iteration: int = 0
+    expected_downtime_ms: float = 0.0
+    elapsed_s: float = 0.0
+    eta_s: float | None = None
+    downtime_ms: float | None = None  # when done: the real downtime
+
+
 class Task(Frozen):
     id: str
     kind: str  # vm.create, vm.start, vm.stop, vm.reboot, vm.delete, image.import, ...
@@ -32,6 +47,7 @@ class Task(Frozen):
     actor: str
     created_at: float
     updated_at: float
+    migration: MigrationProgress | None = None
 
 
 class Event(Frozen):

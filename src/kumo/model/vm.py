@@ -83,3 +83,14 @@ class VMStatus(Frozen):
 class Placement(Frozen):
     host: Name
     at: float
+
+
+class Migration(Frozen):
+    """A live migration in progress, driven by the source host's agent."""
+
+    vm: Name
+    task: str
+    source: Name
+    target: Name
+    cancel: bool = False  # set by `kumo task cancel`; the source agent aborts the job
+    started_at: float

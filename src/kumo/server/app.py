@@ -22,6 +22,7 @@ from kumo.server.schemas import (
     NetworkCreate,
     PoolCreate,
     VMCreate,
+    VMMigrate,
     VMPower,
     VMView,
 )
@@ -122,6 +123,14 @@ def create_app(service: ClusterService, elector: LeaderElector | None = None) ->
             return service.power(name, _action, body.force if body else False, a)
 
         app.post(f"{API}/vms/{{name}}/{action}", status_code=202, name=f"vm_{action}")(handler)
+
+    @app.post(f"{API}/vms/{{name}}/migrate", status_code=202)
+    def migrate_vm(name: str, a: Actor, body: VMMigrate | None = None) -> Task:
+        return service.migrate(name, body.to if body else None, a)
+
+    @app.post(f"{API}/tasks/{{task_id}}/cancel", status_code=202)
+    def cancel_task(task_id: str, a: Actor) -> Task:
+        return service.cancel_task(task_id, a)
 
     @app.delete(f"{API}/vms/{{name}}", status_code=202)
     def delete_vm(name: str, a: Actor) -> Task:

@@ -53,6 +53,10 @@ class VMCreate(Body):
         return v
 
 
+class VMMigrate(Body):
+    to: Name | None = None  # default: the scheduler picks, under the placement rules
+
+
 class VMPower(Body):
     force: bool = False  # stop: power off at once; reboot: hard reset
 

@@ -9,6 +9,7 @@ capacity; the loser retries on fresh state.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import os
 import threading
 import time
@@ -18,7 +19,16 @@ from dataclasses import dataclass
 
 from kumo.model.activity import Event, Task, TaskState
 from kumo.model.host import HostRecord, HostState, Image, Network, Pool
-from kumo.model.vm import Nic, Placement, PlacementRules, Power, VMSpec, VMState, VMStatus
+from kumo.model.vm import (
+    Migration,
+    Nic,
+    Placement,
+    PlacementRules,
+    Power,
+    VMSpec,
+    VMState,
+    VMStatus,
+)
 from kumo.scheduler.placement import Chosen, Demand, HostUsage, Placed, Policy, place, usage_of
 from kumo.scheduler.placement import HostView as SchedHost
 from kumo.server.errors import Conflict, Invalid, NotFound
@@ -38,7 +48,7 @@ from kumo.store.records import decode, load, load_all, put
 
 PLACEMENT_RETRIES = 20
 MAX_BATCH = 25  # 4 writes a VM: stays under etcd's default of 128 operations a transaction
-_USAGE_PREFIXES = (keys.VMS, keys.PLACEMENT)
+_USAGE_PREFIXES = (keys.VMS, keys.PLACEMENT, keys.MIGRATIONS)
 
 
 def demand(spec: VMSpec) -> Demand:
@@ -416,6 +426,10 @@ class ClusterService:
                 hit = (stamp, Placed(demand(specs[v][0]), p.host))
                 memo[v] = hit
             out.append(hit[1])
+        # A VM on its way to a host already uses that host's capacity.
+        for v, (m, _) in self.view.models(Migration, keys.MIGRATIONS).items():
+            if v in specs:
+                out.append(Placed(demand(specs[v][0]), m.target))
         return out
 
     def place_unplaced(self, actor: str) -> list[str]:
@@ -434,6 +448,85 @@ class ClusterService:
             except Conflict:
                 continue
         return done
+
+    def migrate(self, name: str, to: str | None, actor: str) -> Task:
+        """Ask the VM's host to live-migrate it to ``to`` (or the scheduler's choice)."""
+        self.view.sync()
+        spec, rev = self._spec(name)
+        if spec.deleting:
+            raise Conflict(f"vm {name} is being deleted")
+        pentry = self.view.get(keys.PLACEMENT + name)
+        if pentry is None:
+            raise Conflict(f"vm {name} is not placed on a host yet")
+        source = decode(Placement, pentry).host
+        if to is not None and to == source:
+            raise Invalid(f"to: vm {name} already runs on {to}", "to")
+        if to is not None and self.view.get(keys.HOSTS + to) is None:
+            raise Invalid(f"to: no host named {to}", "to")
+        sentry = self.view.get(keys.VMSTATUS + name)
+        state = decode(VMStatus, sentry).state if sentry else None
+        if spec.power != Power.RUNNING or state != VMState.RUNNING:
+            raise Conflict(
+                f"vm {name} is {state or 'not running'}; live migration moves a running VM"
+            )
+        current = self.view.get(keys.MIGRATIONS + name)
+        if current is not None:
+            task_id = decode(Migration, current).task
+            raise Conflict(f"vm {name} is already migrating (task {task_id})")
+        pool = self.view.get(keys.POOLS + spec.pool)
+        if pool is None or decode(Pool, pool).kind != "shared-dir":
+            raise Conflict(
+                f"vm {name}: its disk is in pool {spec.pool}, which is not shared storage; "
+                "live migration needs the disk on a shared pool"
+            )
+        if spec.placement.host is not None and to is None:
+            raise Conflict(f"vm {name} is pinned to host {spec.placement.host}; give --to")
+        hosts = [h for h in self._sched_hosts() if h.name != source]
+        d = dataclasses.replace(demand(spec), pin=to)
+        result = place(d, hosts, usage_of(self._placed(), exclude=name), self.policy)
+        if not isinstance(result, Chosen):
+            raise Conflict(str(result), "to")
+        task = new_task("vm.migrate", f"vm/{name}", actor, self.clock())
+        m = Migration(
+            vm=name, task=task.id, source=source, target=result.host, started_at=self.clock()
+        )
+        ok = self._commit(
+            [
+                Compare(keys.MIGRATIONS + name, 0),
+                Compare(keys.VMS + name, rev),
+                Compare(keys.PLACEMENT + name, pentry.mod_revision),
+            ],
+            [
+                put(keys.MIGRATIONS + name, m),
+                put(keys.TASKS + task.id, task),
+                event_op(actor, f"vm/{name}", "migrate", f"{source} -> {result.host} ({task.id})"),
+            ],
+        )
+        if ok is None:
+            raise Conflict(f"vm {name} changed meanwhile; try again")
+        return task
+
+    def cancel_task(self, task_id: str, actor: str) -> Task:
+        task = self.task(task_id)
+        if task.state.done:
+            raise Conflict(f"task {task_id} is already {task.state}")
+        if task.kind != "vm.migrate":
+            raise Conflict(f"task {task_id} ({task.kind}) cannot be cancelled; only migrations can")
+        vm = task.target.removeprefix("vm/")
+        found = load(self.store, Migration, keys.MIGRATIONS + vm)
+        if found is None or found[0].task != task_id:
+            raise Conflict(f"task {task_id} is finishing; it can no longer be cancelled")
+        m, mrev = found
+        ok = self._commit(
+            [Compare(keys.MIGRATIONS + vm, mrev)],
+            [
+                put(keys.MIGRATIONS + vm, m.model_copy(update={"cancel": True})),
+                event_op(actor, f"vm/{vm}", "cancel", f"migration {task_id}"),
+            ],
+        )
+        if ok is None:
+            raise Conflict(f"task {task_id} changed meanwhile; try again")
+        return task
 
     def power(self, name: str, action: str, force: bool, actor: str) -> Task:
         spec, rev = self._spec(name)

@@ -6,7 +6,7 @@ import os
 import time
 import uuid
 
-from kumo.model.activity import Event, Task, TaskState
+from kumo.model.activity import Event, MigrationProgress, Task, TaskState
 from kumo.store import keys
 from kumo.store.base import ClusterStore, Compare, Put
 from kumo.store.records import decode, encode, put
@@ -47,26 +47,28 @@ def finish_task(
     state: TaskState,
     message: str = "",
     progress: float | None = None,
+    migration: MigrationProgress | None = None,
 ) -> bool:
-    """Move a task to ``state`` unless it is already done; True when it changed."""
+    """Move a task to ``state`` (a final one, or RUNNING with progress) unless it is already
+    done; True when it changed."""
     key = keys.TASKS + task_id
     for _ in range(5):
         entry = store.get(key)
         if entry is None:
             return False
         task = decode(Task, entry)
-        if task.state.done or (task.state == state and task.message == message):
+        if task.state.done:
             return False
-        changed = task.model_copy(
-            update={
-                "state": state,
-                "message": message,
-                "updated_at": time.time(),
-                "progress": 1.0
-                if state.done
-                else (task.progress if progress is None else progress),
-            }
-        )
+        update: dict[str, object] = {"state": state, "message": message, "updated_at": time.time()}
+        if state == TaskState.SUCCEEDED:
+            update["progress"] = 1.0
+        elif progress is not None:
+            update["progress"] = progress
+        if migration is not None:
+            update["migration"] = migration
+        changed = task.model_copy(update=update)
+        if changed == task.model_copy(update={"updated_at": update["updated_at"]}):
+            return False
         if store.commit([Compare(key, entry.mod_revision)], [Put(key, encode(changed))]):
             return True
     return False

@@ -5,6 +5,7 @@
 /kumo/vms/<vm>            VMSpec                API
 /kumo/placement/<vm>      Placement             scheduler (compare-and-swap on sched-epoch)
 /kumo/vmstatus/<vm>       VMStatus              agent of the host running it
+/kumo/migrations/<vm>     Migration             API creates; the source agent runs and removes it
 /kumo/pools/<pool>, /kumo/networks/<net>, /kumo/images/<image>    API
 /kumo/tasks/<id>          Task                  API creates; agent/controllers finish
 /kumo/events/<rev-ish>    Event                 everyone (append-only)
@@ -21,6 +22,7 @@ ALIVE = ROOT + "alive/"
 VMS = ROOT + "vms/"
 PLACEMENT = ROOT + "placement/"
 VMSTATUS = ROOT + "vmstatus/"
+MIGRATIONS = ROOT + "migrations/"
 POOLS = ROOT + "pools/"
 NETWORKS = ROOT + "networks/"
 IMAGES = ROOT + "images/"

@@ -1,0 +1,128 @@
+"""Live migration through the API and two agents, on the in-memory store and fake
+hypervisors: the command's checks, progress, switch-over, cancel and failure."""
+
+from __future__ import annotations
+
+import pytest
+
+from kumo.agent.agent import Agent, AgentConfig
+from kumo.hypervisor.fake import FakeHypervisor
+from kumo.model.activity import Task, TaskState
+from kumo.model.vm import Placement
+from kumo.server.errors import Conflict, Invalid, NotFound
+from kumo.server.schemas import VMCreate
+from kumo.server.service import ClusterService
+from kumo.sim.cluster import define_basics
+from kumo.storage.volumes import FakeVolumes
+from kumo.store import keys
+from kumo.store.memory import MemoryStore
+from kumo.store.records import load
+
+
+class Cluster:
+    def __init__(self) -> None:
+        self.store = MemoryStore()
+        self.svc = ClusterService(self.store)
+        define_basics(self.svc)
+        self.vols = FakeVolumes()
+        self.hv: dict[str, FakeHypervisor] = {}
+        self.agents: dict[str, Agent] = {}
+        for h in ("h1", "h2", "h3"):
+            self.hv[h] = FakeHypervisor(h)
+            cfg = AgentConfig(
+                h,
+                f"198.18.1.{10 + int(h[1])}",
+                "qemu",
+                libvirt_uri="fake+tcp://{host}/system",
+                threaded=False,
+            )
+            self.agents[h] = Agent(
+                cfg, self.store, self.hv[h], self.vols, path_exists=lambda p: True
+            )
+            self.agents[h].register()
+
+    def tick(self) -> None:
+        for h, a in self.agents.items():
+            if self.hv[h].up:  # an agent whose libvirtd is down does nothing
+                a.run_once()
+
+    def host_of(self, vm: str) -> str:
+        found = load(self.store, Placement, keys.PLACEMENT + vm)
+        assert found is not None
+        return found[0].host
+
+    def task(self, tid: str) -> Task:
+        return self.svc.task(tid)
+
+
+@pytest.fixture
+def c() -> Cluster:
+    cluster = Cluster()
+    cluster.svc.create_vm(VMCreate(name="web1", image="img", memory_mib=128, host="h1"), "t")
+    cluster.svc.create_vm(VMCreate(name="free", image="img", memory_mib=128), "t")
+    cluster.tick()
+    return cluster
+
+
+def test_migrate_moves_the_running_vm_and_reports_progress(c: Cluster) -> None:
+    boots = c.hv["h1"].boots("web1")
+    task = c.svc.migrate("web1", "h2", "t")
+    c.tick()
+    assert c.host_of("web1") == "h2"
+    assert "web1" in [d.name for d in c.hv["h2"].domains()]
+    assert "web1" not in [d.name for d in c.hv["h1"].domains()]
+    assert c.hv["h2"].boots("web1") == boots  # moved, not restarted
+    done = c.task(task.id)
+    assert done.state == TaskState.SUCCEEDED and done.migration is not None
+    assert done.migration.downtime_ms == 42.0 and "now runs on h2" in done.message
+    c.tick()
+    assert c.svc.vm("web1").state == "running" and c.svc.vm("web1").host == "h2"
+    assert c.store.range(keys.MIGRATIONS) == []
+
+
+def test_scheduler_picks_a_target_other_than_the_source(c: Cluster) -> None:
+    source = c.host_of("free")
+    c.svc.migrate("free", None, "t")
+    c.tick()
+    assert c.host_of("free") != source
+
+
+def test_cancel_leaves_the_vm_on_the_source(c: Cluster) -> None:
+    task = c.svc.migrate("web1", "h3", "t")
+    c.svc.cancel_task(task.id, "t")
+    c.tick()
+    assert c.host_of("web1") == "h1"
+    assert "web1" not in [d.name for d in c.hv["h3"].domains()]
+    assert c.task(task.id).state == TaskState.CANCELLED
+    assert "runs on h1 as before" in c.task(task.id).message
+    with pytest.raises(Conflict, match="already cancelled"):
+        c.svc.cancel_task(task.id, "t")
+
+
+def test_unreachable_target_fails_and_keeps_the_vm(c: Cluster) -> None:
+    c.hv["h2"].up = False  # libvirtd on h2 is down
+    task = c.svc.migrate("web1", "h2", "t")
+    c.tick()
+    assert c.host_of("web1") == "h1"
+    t = c.task(task.id)
+    assert t.state == TaskState.FAILED and "unable to connect" in t.message
+
+
+def test_bad_requests(c: Cluster) -> None:
+    with pytest.raises(NotFound):
+        c.svc.migrate("nosuch", None, "t")
+    with pytest.raises(Invalid, match="to: no host named h9"):
+        c.svc.migrate("web1", "h9", "t")
+    with pytest.raises(Invalid, match="to: vm web1 already runs on h1"):
+        c.svc.migrate("web1", "h1", "t")
+    with pytest.raises(Conflict, match="pinned to host h1"):
+        c.svc.migrate("web1", None, "t")
+    c.svc.power("free", "stop", True, "t")
+    c.tick()
+    with pytest.raises(Conflict, match="live migration moves a running VM"):
+        c.svc.migrate("free", None, "t")
+    task = c.svc.migrate("web1", "h2", "t")
+    with pytest.raises(Conflict, match=f"already migrating \\(task {task.id}\\)"):
+        c.svc.migrate("web1", "h3", "t")
+    with pytest.raises(Conflict, match="cannot be cancelled"):
+        c.svc.cancel_task(c.svc.power("free", "start", False, "t").id, "t")
