@@ -18,15 +18,14 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 from tests.conftest import free_port
 
-from kumo.model.vm import Nic, Placement, VMSpec
-from kumo.sim.cluster import register_hosts, sim_host
+from kumo.model.vm import Placement
+from kumo.sim.cluster import register_hosts, sim_host, vm_spec
 from kumo.store import keys
 from kumo.store.etcd import EtcdStore
 from kumo.store.records import put
@@ -175,18 +174,7 @@ def run(args: argparse.Namespace, etcd_url: str, url: str, tmp: Path) -> dict[st
     t1 = time.perf_counter()
     batch = []
     for i in range(args.vms, args.total):
-        vid = str(uuid.uuid4())
-        spec = VMSpec(
-            name=f"vm{i:05d}",
-            uuid=vid,
-            vcpus=1,
-            memory_mib=512,
-            disk_gib=1,
-            image="img",
-            pool="shared",
-            nics=(Nic(network="public", mac="52:54:00:00:00:01"),),
-            created_at=time.time(),
-        )
+        spec = vm_spec(f"vm{i:05d}", memory_mib=512, created_at=time.time())
         batch += [
             put(keys.VMS + spec.name, spec),
             put(

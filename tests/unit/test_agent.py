@@ -9,7 +9,8 @@ from kumo.hypervisor.base import DomainState
 from kumo.hypervisor.fake import FakeHypervisor
 from kumo.model.activity import Task, TaskState
 from kumo.model.host import HostRecord, Image, Network, Pool
-from kumo.model.vm import Nic, Placement, Power, VMSpec, VMState, VMStatus
+from kumo.model.vm import Placement, Power, VMSpec, VMState, VMStatus
+from kumo.sim.cluster import vm_spec
 from kumo.storage.volumes import FakeVolumes
 from kumo.store import keys
 from kumo.store.activity import new_task
@@ -50,19 +51,7 @@ class World:
         )
 
     def spec(self, name: str = "web1", **kw: object) -> VMSpec:
-        base = dict(
-            name=name,
-            uuid=f"00000000-0000-4000-8000-{abs(hash(name)) % 10**12:012d}",
-            vcpus=1,
-            memory_mib=128,
-            disk_gib=1,
-            image="tg",
-            pool="shared",
-            nics=(Nic(network="public", mac="52:54:00:00:00:01"),),
-            created_at=0,
-        )
-        base.update(kw)
-        return VMSpec.model_validate(base)
+        return vm_spec(name, **{"image": "tg", **kw})
 
     def submit(self, spec: VMSpec, kind: str = "vm.create") -> str:
         task = new_task(kind, f"vm/{spec.name}", "test")

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-from kumo.model.vm import Nic, VMSpec
 from kumo.provision.cloudinit import nocloud
+from kumo.sim.cluster import vm_spec
 from tests.unit.test_domain_xml import check_golden
 
-SPEC = VMSpec(
-    name="web1",
+SPEC = vm_spec(
+    "web1",
     uuid="6b756d6f-0000-4000-8000-000000000001",
-    vcpus=1,
-    memory_mib=128,
-    disk_gib=1,
-    image="testguest",
-    pool="shared",
-    nics=(Nic(network="public", mac="52:54:00:12:34:56"),),
-    created_at=0,
     ssh_keys=("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKumoTestKey ops@example",),
 )
 

@@ -4,8 +4,10 @@ would write them."""
 from __future__ import annotations
 
 import time
+import uuid
 
 from kumo.model.host import HostRecord
+from kumo.model.vm import Nic, VMSpec
 from kumo.server.schemas import ImageImport, NetworkCreate, PoolCreate
 from kumo.server.service import ClusterService
 from kumo.store import keys
@@ -43,3 +45,21 @@ def define_basics(service: ClusterService, image: str = "img") -> None:
     service.create_pool(PoolCreate(name="shared", path="/pool"), "sim")
     service.create_network(NetworkCreate(name="public", bridge="br0"), "sim")
     service.import_image(ImageImport(name=image, pool="shared", path=f"{image}.qcow2"), "sim")
+
+
+def vm_spec(name: str, **changes: object) -> VMSpec:
+    """A VM spec as the API would store it (1 vCPU, 128 MiB, image ``img`` in ``shared``,
+    one NIC on ``public``), with ``changes`` applied."""
+    fields: dict[str, object] = {
+        "name": name,
+        "uuid": str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{name}.vm.kumo")),
+        "vcpus": 1,
+        "memory_mib": 128,
+        "disk_gib": 1,
+        "image": "img",
+        "pool": "shared",
+        "nics": (Nic(network="public", mac="52:54:00:00:00:01"),),
+        "created_at": 0.0,
+    }
+    fields.update(changes)
+    return VMSpec.model_validate(fields)
