@@ -153,3 +153,30 @@ def test_same_host_and_stopped_vm_are_refused(plan: LabPlan) -> None:
     kumo("vm", "stop", "free", "--force", "--wait")
     proc = kumo("vm", "migrate", "free", check=False)
     assert proc.returncode != 0 and "live migration moves a running VM" in proc.stderr
+
+
+def test_maintenance_moves_every_vm_away_and_back(plan: LabPlan) -> None:
+    kumo("vm", "delete", "mv", "--wait")  # pinned to h1: it could not leave
+    for h in ("h2", "h3"):
+        kumo("host", "maintenance", "enter", h, "--wait")
+    for i in range(4):
+        kumo("vm", "create", f"d{i}", "--image", "testguest", "--memory", "128", "--wait")
+    assert {host_of(f"d{i}") for i in range(4)} == {"h1"}  # the only schedulable host
+    for h in ("h2", "h3"):
+        kumo("host", "maintenance", "exit", h)
+    boots = {
+        f"d{i}": wait_console(f"d{i}", r"KUMO-GUEST boot=(\S+) n=2 ").group(1) for i in range(4)
+    }
+
+    out = kumo("host", "maintenance", "enter", "h1", "--wait", timeout=600).stdout
+    assert "in maintenance" in out
+    assert {host_of(f"d{i}") for i in range(4)} <= {"h2", "h3"}
+    assert not {f"d{i}" for i in range(4)} & domains("h1")
+    hosts = {h["name"]: h for h in json.loads(kumo("host", "list", "-o", "json").stdout)}
+    assert hosts["h1"]["maintenance"] == "maintenance" and not hosts["h1"]["schedulable"]
+
+    kumo("host", "maintenance", "exit", "h1", "--wait", timeout=600)
+    assert {host_of(f"d{i}") for i in range(4)} == {"h1"}
+    time.sleep(2)
+    for vm, boot in boots.items():  # moved twice, never rebooted
+        assert HEARTBEAT.findall(console(vm))[-1][0] == boot

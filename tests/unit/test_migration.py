@@ -126,3 +126,56 @@ def test_bad_requests(c: Cluster) -> None:
         c.svc.migrate("web1", "h3", "t")
     with pytest.raises(Conflict, match="cannot be cancelled"):
         c.svc.cancel_task(c.svc.power("free", "start", False, "t").id, "t")
+
+
+def test_maintenance_drains_the_host_and_fail_back_returns_the_vms() -> None:
+    c = Cluster()
+    c.svc.maintenance("h2", "enter", True, "t")
+    c.svc.maintenance("h3", "enter", True, "t")
+    for i in range(4):
+        c.svc.create_vm(VMCreate(name=f"d{i}", image="img", memory_mib=128), "t")
+    c.tick()
+    c.svc.drain("ctl")  # h2 and h3 are empty: straight to maintenance
+    assert {h.name: h.maintenance for h in c.svc.hosts()} == {
+        "h1": None,
+        "h2": "maintenance",
+        "h3": "maintenance",
+    }
+    assert {c.host_of(f"d{i}") for i in range(4)} == {"h1"}
+    c.svc.maintenance("h2", "exit", True, "t")
+    c.svc.maintenance("h3", "exit", True, "t")
+
+    task = c.svc.maintenance("h1", "enter", True, "t")[0]
+    for _ in range(4):  # two migrations at a time
+        c.svc.drain("ctl")
+        c.tick()
+    c.svc.drain("ctl")
+    assert {c.host_of(f"d{i}") for i in range(4)} <= {"h2", "h3"}
+    assert c.task(task.id).state == TaskState.SUCCEEDED
+    h1 = next(h for h in c.svc.hosts() if h.name == "h1")
+    assert h1.maintenance == "maintenance" and not h1.schedulable
+    # nothing new lands on a host in maintenance
+    view, _ = c.svc.create_vm(VMCreate(name="new", image="img", memory_mib=128), "t")
+    assert view.host != "h1"
+
+    back = c.svc.maintenance("h1", "exit", True, "t")
+    assert len(back) == 4
+    c.tick()
+    assert {c.host_of(f"d{i}") for i in range(4)} == {"h1"}
+    with pytest.raises(Conflict, match="not in maintenance"):
+        c.svc.maintenance("h1", "exit", True, "t")
+
+
+def test_maintenance_reports_what_cannot_move() -> None:
+    c = Cluster()
+    c.svc.create_vm(VMCreate(name="pinned", image="img", memory_mib=128, host="h1"), "t")
+    c.tick()
+    c.svc.maintenance("h1", "enter", True, "t")
+    c.svc.drain("ctl")
+    h1 = next(h for h in c.svc.hosts() if h.name == "h1")
+    assert h1.maintenance == "draining"
+    assert "pinned: vm pinned is pinned to host h1" in h1.maintenance_message
+    with pytest.raises(Conflict, match="already in draining"):
+        c.svc.maintenance("h1", "enter", True, "t")
+    with pytest.raises(NotFound):
+        c.svc.maintenance("h9", "enter", True, "t")

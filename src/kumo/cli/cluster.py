@@ -111,6 +111,53 @@ def host_show(
     )
 
 
+maintenance_app = typer.Typer(help="Take a host out of service and back.", no_args_is_help=True)
+host_app.add_typer(maintenance_app, name="maintenance")
+
+
+@maintenance_app.command("enter")
+def maintenance_enter(
+    host: str,
+    wait: Annotated[bool, typer.Option(help="wait until no running VM is left on it")] = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Make HOST unschedulable and live-migrate its running VMs away."""
+    c = _client(url, token)
+    (task,) = _call(c, "POST", f"/hosts/{host}/maintenance", json={"action": "enter"})
+    if not wait:
+        out.print(f"host {host}: draining (task {task['id']})", highlight=False)
+        return
+    deadline = time.monotonic() + 1800
+    while True:
+        task = _call(c, "GET", f"/tasks/{task['id']}")
+        if task["state"] == "succeeded":
+            out.print(f"host {host}: in maintenance: {task['message']}", highlight=False)
+            return
+        if task["state"] in ("failed", "cancelled") or time.monotonic() > deadline:
+            raise _fail(ClientError(f"host {host}: {task['state']}: {task['message']}"))
+        time.sleep(1)
+
+
+@maintenance_app.command("exit")
+def maintenance_exit(
+    host: str,
+    failback: Annotated[bool, typer.Option(help="move the VMs that left back")] = True,
+    wait: Annotated[bool, typer.Option(help="wait for the fail-back migrations")] = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Make HOST schedulable again and, by default, move back the VMs that left it."""
+    c = _client(url, token)
+    tasks = _call(
+        c, "POST", f"/hosts/{host}/maintenance", json={"action": "exit", "failback": failback}
+    )
+    out.print(f"host {host}: schedulable; {len(tasks)} VM(s) moving back", highlight=False)
+    if wait:
+        for t in tasks:
+            _wait_task(c, t["id"])
+
+
 @vm_app.command("create")
 def vm_create(
     name: str,

@@ -51,3 +51,19 @@ class Image(Frozen):
     format: Literal["qcow2", "raw"] = "qcow2"
     size_gib: int = Field(ge=1)  # virtual size, rounded up
     created_at: float
+
+
+class MaintenanceState(StrEnum):
+    DRAINING = "draining"  # unschedulable; its running VMs are being moved away
+    MAINTENANCE = "maintenance"  # unschedulable and empty of running VMs
+
+
+class Maintenance(Frozen):
+    """An operator took the host out of service (`kumo host maintenance enter`)."""
+
+    host: Name
+    state: MaintenanceState = MaintenanceState.DRAINING
+    task: str
+    evacuated: tuple[Name, ...] = ()  # VMs moved away, to bring back on exit (fail-back)
+    message: str = ""
+    since: float

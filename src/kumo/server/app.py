@@ -17,6 +17,7 @@ from kumo.server.auth import AGENT_SECRET, TokenChecker
 from kumo.server.errors import ApiError, NotFound, Unauthorized, Upstream
 from kumo.server.leader import LeaderElector
 from kumo.server.schemas import (
+    HostMaintenance,
     HostView,
     ImageImport,
     NetworkCreate,
@@ -97,6 +98,10 @@ def create_app(service: ClusterService, elector: LeaderElector | None = None) ->
     @app.get(f"{API}/hosts/{{name}}")
     def get_host(name: str, _a: Actor) -> HostView:
         return service.host(name)
+
+    @app.post(f"{API}/hosts/{{name}}/maintenance", status_code=202)
+    def host_maintenance(name: str, body: HostMaintenance, a: Actor) -> list[Task]:
+        return service.maintenance(name, body.action, body.failback, a)
 
     @app.get(f"{API}/vms")
     def list_vms(

@@ -1,5 +1,6 @@
 """Controllers the leader runs, each one level-triggered pass over the store:
 - scheduler: place every VM that has no host (the API places at create; this catches the rest);
+- maintenance: move the running VMs off draining hosts, a few migrations at a time;
 - events: keep the event log bounded."""
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class Controllers:
         placed = self.service.place_unplaced("controller:scheduler")
         if placed:
             log.info("placed %s", ", ".join(placed))
+        self.service.drain("controller:maintenance")
         self.passes += 1
         if self.passes % self.trim_every == 1:
             self._trim_events()

@@ -57,6 +57,11 @@ class VMMigrate(Body):
     to: Name | None = None  # default: the scheduler picks, under the placement rules
 
 
+class HostMaintenance(Body):
+    action: Literal["enter", "exit"]
+    failback: bool = True  # exit: move the VMs that left back
+
+
 class VMPower(Body):
     force: bool = False  # stop: power off at once; reboot: hard reset
 
@@ -81,6 +86,8 @@ class VMView(BaseModel):
 class HostView(BaseModel):
     name: str
     state: HostState
+    maintenance: str | None = None  # draining | maintenance
+    maintenance_message: str = ""
     schedulable: bool
     address: str
     cpus: int

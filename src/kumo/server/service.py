@@ -18,7 +18,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from kumo.model.activity import Event, Task, TaskState
-from kumo.model.host import HostRecord, HostState, Image, Network, Pool
+from kumo.model.host import (
+    HostRecord,
+    HostState,
+    Image,
+    Maintenance,
+    MaintenanceState,
+    Network,
+    Pool,
+)
 from kumo.model.vm import (
     Migration,
     Nic,
@@ -41,7 +49,7 @@ from kumo.server.schemas import (
     VMView,
 )
 from kumo.store import keys
-from kumo.store.activity import event_op, new_task
+from kumo.store.activity import event_op, finish_task, new_task
 from kumo.store.base import ClusterStore, Compare, Delete, Put
 from kumo.store.cache import DirectView, StoreCache
 from kumo.store.records import decode, load, load_all, put
@@ -122,6 +130,7 @@ class ClusterService:
         alive = {e.key[len(keys.ALIVE) :] for e in self.view.range(keys.ALIVE)}
         specs = self.view.models(VMSpec, keys.VMS)
         placements = self.view.models(Placement, keys.PLACEMENT)
+        maint = self.view.models(Maintenance, keys.MAINTENANCE)
         views = []
         for name, (rec, _) in sorted(records.items()):
             on = [specs[v][0] for v, (p, _) in placements.items() if p.host == name and v in specs]
@@ -129,7 +138,9 @@ class ClusterService:
                 HostView(
                     name=name,
                     state=HostState.UP if name in alive else HostState.DOWN,
-                    schedulable=rec.schedulable,
+                    schedulable=rec.schedulable and name not in maint,
+                    maintenance=maint[name][0].state.value if name in maint else None,
+                    maintenance_message=maint[name][0].message if name in maint else "",
                     address=rec.address,
                     cpus=rec.cpus,
                     memory_mib=rec.memory_mib,
@@ -392,11 +403,12 @@ class ClusterService:
 
     def _sched_hosts(self) -> list[SchedHost]:
         alive = {e.key[len(keys.ALIVE) :] for e in self.view.range(keys.ALIVE)}
+        maint = {e.key[len(keys.MAINTENANCE) :] for e in self.view.range(keys.MAINTENANCE)}
         return [
             SchedHost(
                 name,
                 name in alive,
-                rec.schedulable,
+                rec.schedulable and name not in maint,
                 rec.cpus,
                 rec.memory_mib,
                 frozenset(rec.pools),
@@ -527,6 +539,127 @@ class ClusterService:
         if ok is None:
             raise Conflict(f"task {task_id} changed meanwhile; try again")
         return task
+
+    # -- maintenance -----------------------------------------------------------------------
+    def maintenance(self, host: str, action: str, failback: bool, actor: str) -> list[Task]:
+        """Enter: make ``host`` unschedulable and have the leader move its running VMs away.
+        Exit: make it schedulable again and (``failback``) move back the VMs that left."""
+        self.view.sync()
+        if self.view.get(keys.HOSTS + host) is None:
+            raise NotFound(f"host {host} does not exist")
+        found = load(self.store, Maintenance, keys.MAINTENANCE + host)
+        if action == "enter":
+            if found is not None:
+                raise Conflict(f"host {host} is already in {found[0].state}")
+            task = new_task("host.maintenance", f"host/{host}", actor, self.clock())
+            m = Maintenance(host=host, task=task.id, since=self.clock())
+            ok = self._commit(
+                [Compare(keys.MAINTENANCE + host, 0)],
+                [
+                    put(keys.MAINTENANCE + host, m),
+                    put(keys.TASKS + task.id, task),
+                    event_op(
+                        actor, f"host/{host}", "maintenance", "enter: unschedulable, draining"
+                    ),
+                ],
+            )
+            if ok is None:
+                raise Conflict(f"host {host} changed meanwhile; try again")
+            return [task]
+        if found is None:
+            raise Conflict(f"host {host} is not in maintenance")
+        m, rev = found
+        ops: list[Put | Delete] = [
+            Delete(keys.MAINTENANCE + host),
+            event_op(actor, f"host/{host}", "maintenance", "exit: schedulable"),
+        ]
+        prev = load(self.store, Task, keys.TASKS + m.task)
+        if prev and not prev[0].state.done:
+            ops.append(
+                put(
+                    keys.TASKS + m.task,
+                    prev[0].model_copy(
+                        update={
+                            "state": TaskState.CANCELLED,
+                            "message": "maintenance exited before the host was empty",
+                            "updated_at": self.clock(),
+                        }
+                    ),
+                )
+            )
+        if self._commit([Compare(keys.MAINTENANCE + host, rev)], ops) is None:
+            raise Conflict(f"host {host} changed meanwhile; try again")
+        tasks = []
+        if failback:
+            placements = self.view.models(Placement, keys.PLACEMENT)
+            for vm in m.evacuated:
+                if vm in placements and placements[vm][0].host != host:
+                    try:
+                        tasks.append(self.migrate(vm, host, actor))
+                    except (Conflict, Invalid, NotFound) as exc:
+                        self.store.commit(
+                            [], [event_op(actor, f"vm/{vm}", "failback", f"stays: {exc}")]
+                        )
+        return tasks
+
+    def drain(self, actor: str, limit: int = 2) -> None:
+        """One pass of the maintenance controller: for each draining host, start migrations
+        of its running VMs (at most ``limit`` at once cluster-wide), record what cannot
+        move, and declare the host in maintenance once no running VM is left on it."""
+        self.view.sync()
+        maint = self.view.models(Maintenance, keys.MAINTENANCE)
+        if not maint:
+            return
+        placements = self.view.models(Placement, keys.PLACEMENT)
+        migrations = self.view.models(Migration, keys.MIGRATIONS)
+        statuses = self.view.models(VMStatus, keys.VMSTATUS)
+        busy = len(migrations)
+        for host, (m, rev) in sorted(maint.items()):
+            if m.state != MaintenanceState.DRAINING:
+                continue
+            here = sorted(v for v, (p, _) in placements.items() if p.host == host)
+            running = [v for v in here if v in statuses and statuses[v][0].state == VMState.RUNNING]
+            evacuated, problems = list(m.evacuated), []
+            for vm in running:
+                if vm in migrations:
+                    continue
+                if busy >= limit:
+                    break
+                try:
+                    self.migrate(vm, None, actor)
+                    busy += 1
+                    if vm not in evacuated:
+                        evacuated.append(vm)
+                except (Conflict, Invalid) as exc:
+                    problems.append(f"{vm}: {exc}")
+            moving = [v for v in running if v in migrations]
+            stopped = [v for v in here if v not in running]
+            if not running and not moving:
+                state, message = (
+                    MaintenanceState.MAINTENANCE,
+                    (
+                        f"empty of running VMs; stopped VMs stay: {', '.join(stopped)}"
+                        if stopped
+                        else "empty"
+                    ),
+                )
+            else:
+                state = MaintenanceState.DRAINING
+                message = "; ".join(problems) or f"moving {len(running)} running VM(s)"
+            changed = m.model_copy(
+                update={"state": state, "message": message, "evacuated": tuple(evacuated)}
+            )
+            if changed == m:
+                continue
+            ops: list[Put | Delete] = [put(keys.MAINTENANCE + host, changed)]
+            if state != m.state or message != m.message:
+                ops.append(event_op(actor, f"host/{host}", state.value, message))
+            if self._commit([Compare(keys.MAINTENANCE + host, rev)], ops) is not None and (
+                state == MaintenanceState.MAINTENANCE
+            ):
+                finish_task(self.store, m.task, TaskState.SUCCEEDED, f"host {host}: {message}")
+            elif problems:
+                finish_task(self.store, m.task, TaskState.RUNNING, message)
 
     def power(self, name: str, action: str, force: bool, actor: str) -> Task:
         spec, rev = self._spec(name)

@@ -6,6 +6,7 @@
 /kumo/placement/<vm>      Placement             scheduler (compare-and-swap on sched-epoch)
 /kumo/vmstatus/<vm>       VMStatus              agent of the host running it
 /kumo/migrations/<vm>     Migration             API creates; the source agent runs and removes it
+/kumo/maintenance/<host>  Maintenance           API creates and removes; the leader drains
 /kumo/pools/<pool>, /kumo/networks/<net>, /kumo/images/<image>    API
 /kumo/tasks/<id>          Task                  API creates; agent/controllers finish
 /kumo/events/<rev-ish>    Event                 everyone (append-only)
@@ -23,6 +24,7 @@ VMS = ROOT + "vms/"
 PLACEMENT = ROOT + "placement/"
 VMSTATUS = ROOT + "vmstatus/"
 MIGRATIONS = ROOT + "migrations/"
+MAINTENANCE = ROOT + "maintenance/"
 POOLS = ROOT + "pools/"
 NETWORKS = ROOT + "networks/"
 IMAGES = ROOT + "images/"
