@@ -16,7 +16,7 @@ from kumo.sim.cluster import define_basics
 from kumo.storage.volumes import FakeVolumes
 from kumo.store import keys
 from kumo.store.memory import MemoryStore
-from kumo.store.records import load
+from kumo.store.records import load, put
 
 
 class Cluster:
@@ -179,3 +179,20 @@ def test_maintenance_reports_what_cannot_move() -> None:
         c.svc.maintenance("h1", "enter", True, "t")
     with pytest.raises(NotFound):
         c.svc.maintenance("h9", "enter", True, "t")
+
+
+def test_a_pass_on_a_snapshot_older_than_the_switch_over_does_not_recreate_the_vm(
+    c: Cluster,
+) -> None:
+    """The race seen in CI: the source agent read the placement (still itself), the
+    migration finished, then it read the migration records (none left). It must not define
+    and start the VM again (QEMU's image lock was the only thing that stopped it)."""
+    task = c.svc.migrate("web1", "h2", "t")
+    c.agents["h1"].run_once()
+    assert c.task(task.id).state == TaskState.SUCCEEDED
+    # put the old placement back, written before the switch-over's revision
+    agent = c.agents["h1"]
+    agent._moved_away["web1"] = c.store.revision() + 2  # the switch-over comes after
+    c.store.commit([], [put(keys.PLACEMENT + "web1", Placement(host="h1", at=0))])
+    agent.run_once()
+    assert "web1" not in [d.name for d in c.hv["h1"].domains()]

@@ -89,6 +89,7 @@ class Agent:
         self.actor = f"agent:{config.host}"
         self.on_wake: Callable[[], None] = lambda: None  # the daemon's wake-up
         self._migrating: set[str] = set()
+        self._moved_away: dict[str, int] = {}  # vm -> revision of its switch-over elsewhere
         self._migrating_lock = threading.Lock()
 
     # -- liveness --------------------------------------------------------------------
@@ -237,7 +238,7 @@ class Agent:
         self._migration_done(m, final)
 
     def _migration_done(self, m: Migration, final: MigrationProgress | None) -> None:
-        self.store.commit(
+        rev = self.store.commit(
             [],
             [
                 put(keys.PLACEMENT + m.vm, Placement(host=m.target, at=self.clock())),
@@ -245,6 +246,9 @@ class Agent:
                 event_op(self.actor, f"vm/{m.vm}", "migrated", f"{m.source} -> {m.target}"),
             ],
         )
+        with self._migrating_lock:
+            # Set before the VM leaves _migrating: a pass that read the old placement skips it.
+            self._moved_away[m.vm] = rev or 0
         self.mem.last_status.pop(m.vm, None)
         summary = f"{m.vm} now runs on {m.target}"
         if final is not None and final.downtime_ms is not None:
@@ -277,8 +281,16 @@ class Agent:
             if m.source == self.config.host and name in mine:
                 self._start_migration(m)
         # A VM on the move belongs to its migration, not to the reconcile loop: re-creating
-        # it here while it switches hosts would run it twice.
-        mine = [n for n in mine if n not in migrations]
+        # it here while it switches hosts would run it twice. That includes a VM whose move
+        # finished after we read its placement: our snapshot is older than the switch-over.
+        with self._migrating_lock:
+            migrating = set(self._migrating)
+            moved = dict(self._moved_away)
+        mine = [
+            n
+            for n in mine
+            if n not in migrations and n not in migrating and placements[n][1] >= moved.get(n, 0)
+        ]
         statuses = load_all(self.store, VMStatus, keys.VMSTATUS)
         domains = {d.name: d for d in self.hv.domains()}
         for name in mine:
