@@ -13,7 +13,6 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from kumo.lab import (
     control_plane,
@@ -30,7 +29,6 @@ from kumo.lab.plan import (
     LAB_RANGE,
     NETNS_PREFIX,
     SHARED_POOL_PATH,
-    SWITCH_NETNS,
     LabPlan,
     LabPlanError,
     Network,
@@ -245,10 +243,6 @@ def exec_prefix(node_name: str) -> list[str]:
     return namespaces.enter(node.netns, node.name if node.role == Role.HOST else None)
 
 
-def switch_exists() -> bool:
-    return (NETNS_DIR / SWITCH_NETNS).exists()
-
-
 def fault(kind: str, args: list[str]) -> str:
     """Apply one fault; returns a sentence saying what was done."""
     if kind not in faults.FAULT_KINDS:
@@ -283,7 +277,3 @@ def fault(kind: str, args: list[str]) -> str:
     domain_type = json.loads(STATE_FILE.read_text()).get("domain_type", "qemu")
     done = faults.heal(plan, host, domain_type)
     return f"{host.name}: " + (", ".join(done) if done else "nothing to heal")
-
-
-def shared_pool_dir() -> Path:
-    return hypervisor_host.nas_export()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from kumo.lab.namespaces import netns_add, netns_exists
+from kumo.lab.namespaces import netns_add
 from kumo.lab.plan import (
     LAB_RANGE,
     SWITCH_NETNS,
@@ -167,13 +167,3 @@ def root_lab_links() -> list[str]:
     out = run(["ip", "-j", "link", "show"]).stdout
     names = [str(link.get("ifname", "")) for link in json.loads(out or "[]")]
     return [n for n in names if n.startswith("kumo-")]
-
-
-def link_state(netns: str, link: str) -> str:
-    if not netns_exists(netns):
-        return "absent"
-    proc = run(["ip", "-n", netns, "-j", "link", "show", link], check=False)
-    if proc.returncode != 0:
-        return "absent"
-    info = json.loads(proc.stdout)[0]
-    return "up" if "UP" in info.get("flags", []) else "down"

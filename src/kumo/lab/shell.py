@@ -42,11 +42,3 @@ def run(
         detail = (proc.stderr or proc.stdout).strip()
         raise LabError(f"`{shlex.join(args)}` failed (exit {proc.returncode}): {detail}")
     return proc
-
-
-def ok(args: Sequence[str], timeout: float = 30) -> bool:
-    """Whether ``args`` exits 0 (output discarded)."""
-    try:
-        return run(args, check=False, timeout=timeout).returncode == 0
-    except LabError:
-        return False

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import os
 import threading
 import time
 import uuid
@@ -795,7 +794,3 @@ class ClusterService:
         if obj:
             evs = [e for e in evs if e.object == obj]
         return evs[-limit:]
-
-
-def new_secret() -> str:
-    return os.urandom(24).hex()

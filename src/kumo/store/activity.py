@@ -25,10 +25,6 @@ def event_op(actor: str, obj: str, action: str, message: str, at: float | None =
     )
 
 
-def record(store: ClusterStore, actor: str, obj: str, action: str, message: str) -> None:
-    store.commit([], [event_op(actor, obj, action, message)])
-
-
 def new_task(kind: str, target: str, actor: str, now: float | None = None) -> Task:
     now = time.time() if now is None else now
     return Task(

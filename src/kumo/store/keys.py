@@ -33,7 +33,3 @@ EVENTS = ROOT + "events/"
 TOKENS = ROOT + "tokens/"
 LEADER = ROOT + "leader"
 SCHED_EPOCH = ROOT + "sched-epoch"
-
-
-def name_of(key: str) -> str:
-    return key.rsplit("/", 1)[1]
