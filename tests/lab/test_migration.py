@@ -170,7 +170,12 @@ def test_maintenance_moves_every_vm_away_and_back(plan: LabPlan) -> None:
 
     out = kumo("host", "maintenance", "enter", "h1", "--wait", timeout=600).stdout
     assert "in maintenance" in out
-    assert {host_of(f"d{i}") for i in range(4)} <= {"h2", "h3"}
+    where = {f"d{i}": host_of(f"d{i}") for i in range(4)}
+    assert set(where.values()) <= {"h2", "h3"}, (
+        where,
+        kumo("vm", "list").stdout,
+        kumo("events", "--limit", "80").stdout,
+    )
     assert not {f"d{i}" for i in range(4)} & domains("h1")
     hosts = {h["name"]: h for h in json.loads(kumo("host", "list", "-o", "json").stdout)}
     assert hosts["h1"]["maintenance"] == "maintenance" and not hosts["h1"]["schedulable"]

@@ -632,8 +632,16 @@ class ClusterService:
                 except (Conflict, Invalid) as exc:
                     problems.append(f"{vm}: {exc}")
             moving = [v for v in running if v in migrations]
-            stopped = [v for v in here if v not in running]
-            if not running and not moving:
+            # Only a stopped VM may stay: a paused or crashed one, or one whose state is not
+            # known yet, keeps the host draining until someone looks at it.
+            stopped = [v for v in here if v in statuses and statuses[v][0].state == VMState.STOPPED]
+            stuck = [v for v in here if v not in running and v not in stopped]
+            problems += [
+                f"{v}: {statuses[v][0].state if v in statuses else 'state unknown'}, "
+                "cannot be live-migrated"
+                for v in stuck
+            ]
+            if not running and not moving and not stuck:
                 state, message = (
                     MaintenanceState.MAINTENANCE,
                     (
