@@ -53,3 +53,14 @@ def test_cache_follows_writes_deletes_and_leases(store: ClusterStore) -> None:
         assert first["p"][0] is again["p"][0]  # decoded once
     finally:
         cache.stop()
+
+
+def test_a_late_event_does_not_resurrect_a_key_deleted_before_a_relist() -> None:
+    store = MemoryStore()
+    created = store.commit([], [Put("/k/migration", b"m")])
+    store.commit([], [Delete("/k/migration")])
+    assert created is not None
+    cache = StoreCache(store, "/k/")
+    cache._relist()  # what a lagging watch forces (wait_for timed out)
+    cache._apply("put", "/k/migration", b"m", created)  # the old event, arriving late
+    assert cache.get("/k/migration") is None

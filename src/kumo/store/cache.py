@@ -36,6 +36,7 @@ class StoreCache:
         # Decoded models of the prefixes read with models(), kept up to date by _apply.
         self._typed: dict[str, tuple[type[BaseModel], dict[str, tuple[Any, int]]]] = {}
         self._deleted: dict[str, int] = {}  # revision of each key's deletion
+        self._floor = 0  # revision of the last full read
         self._versions: dict[str, int] = {}  # changes seen per prefix read with models()
         self._sorted: list[str] | None = None
         self._stop = threading.Event()
@@ -54,6 +55,7 @@ class StoreCache:
         with self._cond:
             self._entries = entries
             self._deleted = {}
+            self._floor = rev  # the snapshot holds every change up to here
             self._typed = {}
             self._versions = {p: v + 1 for p, v in self._versions.items()}
             self._sorted = None
@@ -83,7 +85,9 @@ class StoreCache:
         writes are applied at commit, before their watch events arrive)."""
         old = self._entries.get(key)
         newest = old.mod_revision if old else self._deleted.get(key, 0)
-        if revision < newest:
+        if revision < newest or revision <= self._floor:
+            # Older than what we hold, or already in the last full read: a late event must
+            # not bring back a key deleted before that read.
             return
         entry = Entry(key, value, old.create_revision if old else revision, revision)
         if kind == "put":
