@@ -108,6 +108,16 @@ class ClusterService:
         self._queue: list[_PlaceRequest] = []
         self._usage: tuple[tuple[int, ...], dict[str, HostUsage]] | None = None
 
+    def _cancel_ops(self, task_id: str | None, message: str) -> list[Put | Delete]:
+        """The write that cancels ``task_id`` with ``message``, if it is still open."""
+        prev = load(self.store, Task, keys.TASKS + task_id) if task_id else None
+        if prev is None or prev[0].state.done:
+            return []
+        cancelled = prev[0].model_copy(
+            update={"state": TaskState.CANCELLED, "message": message, "updated_at": self.clock()}
+        )
+        return [put(keys.TASKS + prev[0].id, cancelled)]
+
     def _commit(self, compares: list[Compare], ops: Sequence[Put | Delete]) -> int | None:
         """Commit, and show the write in this replica's cache at once (read-your-writes)."""
         rev = self.store.commit(compares, ops)
@@ -572,20 +582,7 @@ class ClusterService:
             Delete(keys.MAINTENANCE + host),
             event_op(actor, f"host/{host}", "maintenance", "exit: schedulable"),
         ]
-        prev = load(self.store, Task, keys.TASKS + m.task)
-        if prev and not prev[0].state.done:
-            ops.append(
-                put(
-                    keys.TASKS + m.task,
-                    prev[0].model_copy(
-                        update={
-                            "state": TaskState.CANCELLED,
-                            "message": "maintenance exited before the host was empty",
-                            "updated_at": self.clock(),
-                        }
-                    ),
-                )
-            )
+        ops += self._cancel_ops(m.task, "maintenance exited before the host was empty")
         if self._commit([Compare(keys.MAINTENANCE + host, rev)], ops) is None:
             raise Conflict(f"host {host} changed meanwhile; try again")
         tasks = []
@@ -719,28 +716,14 @@ class ClusterService:
         self, spec: VMSpec, rev: int, change: dict[str, object], task: Task, actor: str
     ) -> None:
         updated = spec.model_copy(update={**change, "task": task.id})
-        ops = [
+        ops: list[Put | Delete] = [
             put(keys.VMS + spec.name, updated),
             put(keys.TASKS + task.id, task),
             event_op(
                 actor, f"vm/{spec.name}", task.kind.removeprefix("vm."), f"requested ({task.id})"
             ),
         ]
-        if spec.task:
-            prev = load(self.store, Task, keys.TASKS + spec.task)
-            if prev and not prev[0].state.done:
-                ops.append(
-                    put(
-                        keys.TASKS + spec.task,
-                        prev[0].model_copy(
-                            update={
-                                "state": TaskState.CANCELLED,
-                                "message": f"superseded by {task.id}",
-                                "updated_at": self.clock(),
-                            }
-                        ),
-                    )
-                )
+        ops += self._cancel_ops(spec.task, f"superseded by {task.id}")
         if self._commit([Compare(keys.VMS + spec.name, rev)], ops) is None:
             raise Conflict(f"vm {spec.name} changed meanwhile; try again")
 
