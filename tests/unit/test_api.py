@@ -135,6 +135,6 @@ def test_power_commands_make_tasks_and_supersede(api: tuple[TestClient, MemorySt
     assert [e["action"] for e in events][:2] == ["placed", "stop"]
 
 
-def test_unplaced_vm_deleted_at_once_and_openapi(api: tuple[TestClient, MemoryStore]) -> None:
+def test_openapi_is_served(api: tuple[TestClient, MemoryStore]) -> None:
     client, _ = api
     assert client.get("/api/v1/openapi.json").json()["info"]["title"] == "kumo"
