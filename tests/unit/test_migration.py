@@ -66,7 +66,7 @@ def c() -> Cluster:
 
 def test_migrate_moves_the_running_vm_and_reports_progress(c: Cluster) -> None:
     boots = c.hv["h1"].boots("web1")
-    task = c.svc.migrate("web1", "h2", "t")
+    task = c.svc.migrations.migrate("web1", "h2", "t")
     c.tick()
     assert c.host_of("web1") == "h2"
     assert "web1" in [d.name for d in c.hv["h2"].domains()]
@@ -82,26 +82,26 @@ def test_migrate_moves_the_running_vm_and_reports_progress(c: Cluster) -> None:
 
 def test_scheduler_picks_a_target_other_than_the_source(c: Cluster) -> None:
     source = c.host_of("free")
-    c.svc.migrate("free", None, "t")
+    c.svc.migrations.migrate("free", None, "t")
     c.tick()
     assert c.host_of("free") != source
 
 
 def test_cancel_leaves_the_vm_on_the_source(c: Cluster) -> None:
-    task = c.svc.migrate("web1", "h3", "t")
-    c.svc.cancel_task(task.id, "t")
+    task = c.svc.migrations.migrate("web1", "h3", "t")
+    c.svc.migrations.cancel_task(task.id, "t")
     c.tick()
     assert c.host_of("web1") == "h1"
     assert "web1" not in [d.name for d in c.hv["h3"].domains()]
     assert c.task(task.id).state == TaskState.CANCELLED
     assert "runs on h1 as before" in c.task(task.id).message
     with pytest.raises(Conflict, match="already cancelled"):
-        c.svc.cancel_task(task.id, "t")
+        c.svc.migrations.cancel_task(task.id, "t")
 
 
 def test_unreachable_target_fails_and_keeps_the_vm(c: Cluster) -> None:
     c.hv["h2"].up = False  # libvirtd on h2 is down
-    task = c.svc.migrate("web1", "h2", "t")
+    task = c.svc.migrations.migrate("web1", "h2", "t")
     c.tick()
     assert c.host_of("web1") == "h1"
     t = c.task(task.id)
@@ -110,46 +110,46 @@ def test_unreachable_target_fails_and_keeps_the_vm(c: Cluster) -> None:
 
 def test_bad_requests(c: Cluster) -> None:
     with pytest.raises(NotFound):
-        c.svc.migrate("nosuch", None, "t")
+        c.svc.migrations.migrate("nosuch", None, "t")
     with pytest.raises(Invalid, match="to: no host named h9"):
-        c.svc.migrate("web1", "h9", "t")
+        c.svc.migrations.migrate("web1", "h9", "t")
     with pytest.raises(Invalid, match="to: vm web1 already runs on h1"):
-        c.svc.migrate("web1", "h1", "t")
+        c.svc.migrations.migrate("web1", "h1", "t")
     with pytest.raises(Conflict, match="pinned to host h1"):
-        c.svc.migrate("web1", None, "t")
+        c.svc.migrations.migrate("web1", None, "t")
     c.svc.power("free", "stop", True, "t")
     c.tick()
     with pytest.raises(Conflict, match="live migration moves a running VM"):
-        c.svc.migrate("free", None, "t")
-    task = c.svc.migrate("web1", "h2", "t")
+        c.svc.migrations.migrate("free", None, "t")
+    task = c.svc.migrations.migrate("web1", "h2", "t")
     with pytest.raises(Conflict, match=f"already migrating \\(task {task.id}\\)"):
-        c.svc.migrate("web1", "h3", "t")
+        c.svc.migrations.migrate("web1", "h3", "t")
     with pytest.raises(Conflict, match="cannot be cancelled"):
-        c.svc.cancel_task(c.svc.power("free", "start", False, "t").id, "t")
+        c.svc.migrations.cancel_task(c.svc.power("free", "start", False, "t").id, "t")
 
 
 def test_maintenance_drains_the_host_and_fail_back_returns_the_vms() -> None:
     c = Cluster()
-    c.svc.maintenance("h2", "enter", True, "t")
-    c.svc.maintenance("h3", "enter", True, "t")
+    c.svc.migrations.maintenance("h2", "enter", True, "t")
+    c.svc.migrations.maintenance("h3", "enter", True, "t")
     for i in range(4):
         c.svc.create_vm(VMCreate(name=f"d{i}", image="img", memory_mib=128), "t")
     c.tick()
-    c.svc.drain("ctl")  # h2 and h3 are empty: straight to maintenance
+    c.svc.migrations.drain("ctl")  # h2 and h3 are empty: straight to maintenance
     assert {h.name: h.maintenance for h in c.svc.hosts()} == {
         "h1": None,
         "h2": "maintenance",
         "h3": "maintenance",
     }
     assert {c.host_of(f"d{i}") for i in range(4)} == {"h1"}
-    c.svc.maintenance("h2", "exit", True, "t")
-    c.svc.maintenance("h3", "exit", True, "t")
+    c.svc.migrations.maintenance("h2", "exit", True, "t")
+    c.svc.migrations.maintenance("h3", "exit", True, "t")
 
-    task = c.svc.maintenance("h1", "enter", True, "t")[0]
+    task = c.svc.migrations.maintenance("h1", "enter", True, "t")[0]
     for _ in range(4):  # two migrations at a time
-        c.svc.drain("ctl")
+        c.svc.migrations.drain("ctl")
         c.tick()
-    c.svc.drain("ctl")
+    c.svc.migrations.drain("ctl")
     assert {c.host_of(f"d{i}") for i in range(4)} <= {"h2", "h3"}
     assert c.task(task.id).state == TaskState.SUCCEEDED
     h1 = next(h for h in c.svc.hosts() if h.name == "h1")
@@ -158,27 +158,27 @@ def test_maintenance_drains_the_host_and_fail_back_returns_the_vms() -> None:
     view, _ = c.svc.create_vm(VMCreate(name="new", image="img", memory_mib=128), "t")
     assert view.host != "h1"
 
-    back = c.svc.maintenance("h1", "exit", True, "t")
+    back = c.svc.migrations.maintenance("h1", "exit", True, "t")
     assert len(back) == 4
     c.tick()
     assert {c.host_of(f"d{i}") for i in range(4)} == {"h1"}
     with pytest.raises(Conflict, match="not in maintenance"):
-        c.svc.maintenance("h1", "exit", True, "t")
+        c.svc.migrations.maintenance("h1", "exit", True, "t")
 
 
 def test_maintenance_reports_what_cannot_move() -> None:
     c = Cluster()
     c.svc.create_vm(VMCreate(name="pinned", image="img", memory_mib=128, host="h1"), "t")
     c.tick()
-    c.svc.maintenance("h1", "enter", True, "t")
-    c.svc.drain("ctl")
+    c.svc.migrations.maintenance("h1", "enter", True, "t")
+    c.svc.migrations.drain("ctl")
     h1 = next(h for h in c.svc.hosts() if h.name == "h1")
     assert h1.maintenance == "draining"
     assert "pinned: vm pinned is pinned to host h1" in h1.maintenance_message
     with pytest.raises(Conflict, match="already in draining"):
-        c.svc.maintenance("h1", "enter", True, "t")
+        c.svc.migrations.maintenance("h1", "enter", True, "t")
     with pytest.raises(NotFound):
-        c.svc.maintenance("h9", "enter", True, "t")
+        c.svc.migrations.maintenance("h9", "enter", True, "t")
 
 
 def test_a_pass_on_a_snapshot_older_than_the_switch_over_does_not_recreate_the_vm(
@@ -187,7 +187,7 @@ def test_a_pass_on_a_snapshot_older_than_the_switch_over_does_not_recreate_the_v
     """The race seen in CI: the source agent read the placement (still itself), the
     migration finished, then it read the migration records (none left). It must not define
     and start the VM again (QEMU's image lock was the only thing that stopped it)."""
-    task = c.svc.migrate("web1", "h2", "t")
+    task = c.svc.migrations.migrate("web1", "h2", "t")
     c.agents["h1"].run_once()
     assert c.task(task.id).state == TaskState.SUCCEEDED
     # put the old placement back, written before the switch-over's revision

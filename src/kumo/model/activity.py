@@ -8,6 +8,7 @@ from enum import StrEnum
 from pydantic import Field
 
 from kumo.model.common import Frozen
+from kumo.model.migration import Strategy
 
 
 class TaskState(StrEnum):
@@ -35,6 +36,12 @@ class MigrationProgress(Frozen):
     elapsed_s: float = 0.0
     eta_s: float | None = None
     downtime_ms: float | None = None  # when done: the real downtime
+    throttle_pct: int = 0  # vCPU time auto-converge takes from the guest now
+    downtime_target_ms: int = 0  # the switch-over pause allowed now (raised on stalls)
+    xbzrle_cache_miss_rate: float | None = None
+    compression_ratio: float | None = None
+    postcopy: bool = False  # switched to post-copy
+    strategy: Strategy | None = None
 
 
 class Task(Frozen):

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field
 
 from kumo.model.common import Frozen, Name
+from kumo.model.migration import MigrationOverride, MigrationPolicy
 
 
 class Power(StrEnum):
@@ -55,6 +56,7 @@ class VMSpec(Frozen):
     reboot_generation: int = 0  # bumped by `vm reboot`; the agent reboots until it catches up
     reboot_mode: Literal["acpi", "reset"] = "acpi"
     stop_timeout_s: int = Field(default=60, ge=0, le=3600)  # ACPI, then force
+    migration: MigrationOverride | None = None  # this VM's changes to the cluster's policy
     deleting: bool = False
     task: str | None = None  # the operation in progress; the agent finishes it
     created_at: float
@@ -86,11 +88,15 @@ class Placement(Frozen):
 
 
 class Migration(Frozen):
-    """A live migration in progress, driven by the source host's agent."""
+    """A migration asked for: queued until the cluster's limits let it run, then driven by
+    the source host's agent, which removes the record when it ends."""
 
     vm: Name
     task: str
     source: Name
     target: Name
+    mode: Literal["live", "cold"] = "live"  # cold: a stopped VM changes host
+    state: Literal["queued", "running"] = "running"
+    policy: MigrationPolicy = MigrationPolicy()  # effective: cluster, VM, this request
     cancel: bool = False  # set by `kumo task cancel`; the source agent aborts the job
     started_at: float

@@ -101,7 +101,7 @@ def create_app(service: ClusterService, elector: LeaderElector | None = None) ->
 
     @app.post(f"{API}/hosts/{{name}}/maintenance", status_code=202)
     def host_maintenance(name: str, body: HostMaintenance, a: Actor) -> list[Task]:
-        return service.maintenance(name, body.action, body.failback, a)
+        return service.migrations.maintenance(name, body.action, body.failback, a)
 
     @app.get(f"{API}/vms")
     def list_vms(
@@ -131,11 +131,11 @@ def create_app(service: ClusterService, elector: LeaderElector | None = None) ->
 
     @app.post(f"{API}/vms/{{name}}/migrate", status_code=202)
     def migrate_vm(name: str, a: Actor, body: VMMigrate | None = None) -> Task:
-        return service.migrate(name, body.to if body else None, a)
+        return service.migrations.migrate(name, body.to if body else None, a)
 
     @app.post(f"{API}/tasks/{{task_id}}/cancel", status_code=202)
     def cancel_task(task_id: str, a: Actor) -> Task:
-        return service.cancel_task(task_id, a)
+        return service.migrations.cancel_task(task_id, a)
 
     @app.delete(f"{API}/vms/{{name}}", status_code=202)
     def delete_vm(name: str, a: Actor) -> Task:

@@ -1,6 +1,7 @@
 """Controllers the leader runs, each one level-triggered pass over the store:
 - scheduler: place every VM that has no host (the API places at create; this catches the rest);
-- maintenance: move the running VMs off draining hosts, a few migrations at a time;
+- maintenance: ask to move the running VMs off draining hosts;
+- migration queue: start queued migrations as the concurrency limits allow;
 - events: keep the event log bounded."""
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ class Controllers:
         placed = self.service.place_unplaced("controller:scheduler")
         if placed:
             log.info("placed %s", ", ".join(placed))
-        self.service.drain("controller:maintenance")
+        self.service.migrations.drain("controller:maintenance")
+        started = self.service.migrations.start_queued("controller:migrations")
+        if started:
+            log.info("migrations started from the queue: %s", ", ".join(started))
         self.passes += 1
         if self.passes % self.trim_every == 1:
             self._trim_events()

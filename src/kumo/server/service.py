@@ -9,7 +9,6 @@ capacity; the loser retries on fresh state.
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import threading
 import time
 import uuid
@@ -22,7 +21,6 @@ from kumo.model.host import (
     HostState,
     Image,
     Maintenance,
-    MaintenanceState,
     Network,
     Pool,
 )
@@ -36,9 +34,11 @@ from kumo.model.vm import (
     VMState,
     VMStatus,
 )
-from kumo.scheduler.placement import Chosen, Demand, HostUsage, Placed, Policy, place, usage_of
+from kumo.scheduler.demand import demand
+from kumo.scheduler.placement import Chosen, HostUsage, Placed, Policy, place, usage_of
 from kumo.scheduler.placement import HostView as SchedHost
 from kumo.server.errors import Conflict, Invalid, NotFound
+from kumo.server.migrations import Migrations
 from kumo.server.schemas import (
     HostView,
     ImageImport,
@@ -48,7 +48,7 @@ from kumo.server.schemas import (
     VMView,
 )
 from kumo.store import keys
-from kumo.store.activity import event_op, finish_task, new_task
+from kumo.store.activity import event_op, new_task
 from kumo.store.base import ClusterStore, Compare, Delete, Put
 from kumo.store.cache import DirectView, StoreCache
 from kumo.store.records import decode, load, load_all, put
@@ -56,19 +56,6 @@ from kumo.store.records import decode, load, load_all, put
 PLACEMENT_RETRIES = 20
 MAX_BATCH = 25  # 4 writes a VM: stays under etcd's default of 128 operations a transaction
 _USAGE_PREFIXES = (keys.VMS, keys.PLACEMENT, keys.MIGRATIONS)
-
-
-def demand(spec: VMSpec) -> Demand:
-    return Demand(
-        name=spec.name,
-        vcpus=spec.vcpus,
-        memory_mib=spec.memory_mib,
-        pool=spec.pool,
-        networks=frozenset(n.network for n in spec.nics),
-        pin=spec.placement.host,
-        affinity=spec.placement.affinity,
-        anti_affinity=spec.placement.anti_affinity,
-    )
 
 
 def _mac(vm_uuid: str, index: int) -> str:
@@ -107,6 +94,7 @@ class ClusterService:
         self._queue_lock = threading.Lock()
         self._queue: list[_PlaceRequest] = []
         self._usage: tuple[tuple[int, ...], dict[str, HostUsage]] | None = None
+        self.migrations = Migrations(self)
 
     def _cancel_ops(self, task_id: str | None, message: str) -> list[Put | Delete]:
         """The write that cancels ``task_id`` with ``message``, if it is still open."""
@@ -469,201 +457,6 @@ class ClusterService:
             except Conflict:
                 continue
         return done
-
-    def migrate(self, name: str, to: str | None, actor: str) -> Task:
-        """Ask the VM's host to live-migrate it to ``to`` (or the scheduler's choice)."""
-        self.view.sync()
-        spec, rev = self._spec(name)
-        if spec.deleting:
-            raise Conflict(f"vm {name} is being deleted")
-        pentry = self.view.get(keys.PLACEMENT + name)
-        if pentry is None:
-            raise Conflict(f"vm {name} is not placed on a host yet")
-        source = decode(Placement, pentry).host
-        if to is not None and to == source:
-            raise Invalid(f"to: vm {name} already runs on {to}", "to")
-        if to is not None and self.view.get(keys.HOSTS + to) is None:
-            raise Invalid(f"to: no host named {to}", "to")
-        sentry = self.view.get(keys.VMSTATUS + name)
-        state = decode(VMStatus, sentry).state if sentry else None
-        if spec.power != Power.RUNNING or state != VMState.RUNNING:
-            raise Conflict(
-                f"vm {name} is {state or 'not running'}; live migration moves a running VM"
-            )
-        current = self.view.get(keys.MIGRATIONS + name)
-        if current is not None:
-            task_id = decode(Migration, current).task
-            raise Conflict(f"vm {name} is already migrating (task {task_id})")
-        pool = self.view.get(keys.POOLS + spec.pool)
-        if pool is None or decode(Pool, pool).kind != "shared-dir":
-            raise Conflict(
-                f"vm {name}: its disk is in pool {spec.pool}, which is not shared storage; "
-                "live migration needs the disk on a shared pool"
-            )
-        if spec.placement.host is not None and to is None:
-            raise Conflict(f"vm {name} is pinned to host {spec.placement.host}; give --to")
-        hosts = [h for h in self._sched_hosts() if h.name != source]
-        d = dataclasses.replace(demand(spec), pin=to)
-        result = place(d, hosts, usage_of(self._placed(), exclude=name), self.policy)
-        if not isinstance(result, Chosen):
-            raise Conflict(str(result), "to")
-        task = new_task("vm.migrate", f"vm/{name}", actor, self.clock())
-        m = Migration(
-            vm=name, task=task.id, source=source, target=result.host, started_at=self.clock()
-        )
-        ok = self._commit(
-            [
-                Compare(keys.MIGRATIONS + name, 0),
-                Compare(keys.VMS + name, rev),
-                Compare(keys.PLACEMENT + name, pentry.mod_revision),
-            ],
-            [
-                put(keys.MIGRATIONS + name, m),
-                put(keys.TASKS + task.id, task),
-                event_op(actor, f"vm/{name}", "migrate", f"{source} -> {result.host} ({task.id})"),
-            ],
-        )
-        if ok is None:
-            raise Conflict(f"vm {name} changed meanwhile; try again")
-        return task
-
-    def cancel_task(self, task_id: str, actor: str) -> Task:
-        task = self.task(task_id)
-        if task.state.done:
-            raise Conflict(f"task {task_id} is already {task.state}")
-        if task.kind != "vm.migrate":
-            raise Conflict(f"task {task_id} ({task.kind}) cannot be cancelled; only migrations can")
-        vm = task.target.removeprefix("vm/")
-        found = load(self.store, Migration, keys.MIGRATIONS + vm)
-        if found is None or found[0].task != task_id:
-            raise Conflict(f"task {task_id} is finishing; it can no longer be cancelled")
-        m, mrev = found
-        ok = self._commit(
-            [Compare(keys.MIGRATIONS + vm, mrev)],
-            [
-                put(keys.MIGRATIONS + vm, m.model_copy(update={"cancel": True})),
-                event_op(actor, f"vm/{vm}", "cancel", f"migration {task_id}"),
-            ],
-        )
-        if ok is None:
-            raise Conflict(f"task {task_id} changed meanwhile; try again")
-        return task
-
-    # -- maintenance -----------------------------------------------------------------------
-    def maintenance(self, host: str, action: str, failback: bool, actor: str) -> list[Task]:
-        """Enter: make ``host`` unschedulable and have the leader move its running VMs away.
-        Exit: make it schedulable again and (``failback``) move back the VMs that left."""
-        self.view.sync()
-        if self.view.get(keys.HOSTS + host) is None:
-            raise NotFound(f"host {host} does not exist")
-        found = load(self.store, Maintenance, keys.MAINTENANCE + host)
-        if action == "enter":
-            if found is not None:
-                raise Conflict(f"host {host} is already in {found[0].state}")
-            task = new_task("host.maintenance", f"host/{host}", actor, self.clock())
-            m = Maintenance(host=host, task=task.id, since=self.clock())
-            ok = self._commit(
-                [Compare(keys.MAINTENANCE + host, 0)],
-                [
-                    put(keys.MAINTENANCE + host, m),
-                    put(keys.TASKS + task.id, task),
-                    event_op(
-                        actor, f"host/{host}", "maintenance", "enter: unschedulable, draining"
-                    ),
-                ],
-            )
-            if ok is None:
-                raise Conflict(f"host {host} changed meanwhile; try again")
-            return [task]
-        if found is None:
-            raise Conflict(f"host {host} is not in maintenance")
-        m, rev = found
-        ops: list[Put | Delete] = [
-            Delete(keys.MAINTENANCE + host),
-            event_op(actor, f"host/{host}", "maintenance", "exit: schedulable"),
-        ]
-        ops += self._cancel_ops(m.task, "maintenance exited before the host was empty")
-        if self._commit([Compare(keys.MAINTENANCE + host, rev)], ops) is None:
-            raise Conflict(f"host {host} changed meanwhile; try again")
-        tasks = []
-        if failback:
-            placements = self.view.models(Placement, keys.PLACEMENT)
-            for vm in m.evacuated:
-                if vm in placements and placements[vm][0].host != host:
-                    try:
-                        tasks.append(self.migrate(vm, host, actor))
-                    except (Conflict, Invalid, NotFound) as exc:
-                        self.store.commit(
-                            [], [event_op(actor, f"vm/{vm}", "failback", f"stays: {exc}")]
-                        )
-        return tasks
-
-    def drain(self, actor: str, limit: int = 2) -> None:
-        """One pass of the maintenance controller: for each draining host, start migrations
-        of its running VMs (at most ``limit`` at once cluster-wide), record what cannot
-        move, and declare the host in maintenance once no running VM is left on it."""
-        self.view.sync()
-        maint = self.view.models(Maintenance, keys.MAINTENANCE)
-        if not maint:
-            return
-        placements = self.view.models(Placement, keys.PLACEMENT)
-        migrations = self.view.models(Migration, keys.MIGRATIONS)
-        statuses = self.view.models(VMStatus, keys.VMSTATUS)
-        busy = len(migrations)
-        for host, (m, rev) in sorted(maint.items()):
-            if m.state != MaintenanceState.DRAINING:
-                continue
-            here = sorted(v for v, (p, _) in placements.items() if p.host == host)
-            running = [v for v in here if v in statuses and statuses[v][0].state == VMState.RUNNING]
-            evacuated, problems = list(m.evacuated), []
-            for vm in running:
-                if vm in migrations:
-                    continue
-                if busy >= limit:
-                    break
-                try:
-                    self.migrate(vm, None, actor)
-                    busy += 1
-                    if vm not in evacuated:
-                        evacuated.append(vm)
-                except (Conflict, Invalid) as exc:
-                    problems.append(f"{vm}: {exc}")
-            moving = [v for v in running if v in migrations]
-            # Only a stopped VM may stay: a paused or crashed one, or one whose state is not
-            # known yet, keeps the host draining until someone looks at it.
-            stopped = [v for v in here if v in statuses and statuses[v][0].state == VMState.STOPPED]
-            stuck = [v for v in here if v not in running and v not in stopped]
-            problems += [
-                f"{v}: {statuses[v][0].state if v in statuses else 'state unknown'}, "
-                "cannot be live-migrated"
-                for v in stuck
-            ]
-            if not running and not moving and not stuck:
-                state, message = (
-                    MaintenanceState.MAINTENANCE,
-                    (
-                        f"empty of running VMs; stopped VMs stay: {', '.join(stopped)}"
-                        if stopped
-                        else "empty"
-                    ),
-                )
-            else:
-                state = MaintenanceState.DRAINING
-                message = "; ".join(problems) or f"moving {len(running)} running VM(s)"
-            changed = m.model_copy(
-                update={"state": state, "message": message, "evacuated": tuple(evacuated)}
-            )
-            if changed == m:
-                continue
-            ops: list[Put | Delete] = [put(keys.MAINTENANCE + host, changed)]
-            if state != m.state or message != m.message:
-                ops.append(event_op(actor, f"host/{host}", state.value, message))
-            if self._commit([Compare(keys.MAINTENANCE + host, rev)], ops) is not None and (
-                state == MaintenanceState.MAINTENANCE
-            ):
-                finish_task(self.store, m.task, TaskState.SUCCEEDED, f"host {host}: {message}")
-            elif problems:
-                finish_task(self.store, m.task, TaskState.RUNNING, message)
 
     def power(self, name: str, action: str, force: bool, actor: str) -> Task:
         spec, rev = self._spec(name)

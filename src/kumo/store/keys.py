@@ -13,6 +13,7 @@
 /kumo/tokens/<sha256>     TokenRecord           server
 /kumo/leader              {"id": ...}           the leading server, bound to its lease
 /kumo/sched-epoch         counter               every placement; serialises capacity checks
+/kumo/config/migration    MigrationSettings     API (`kumo migration-policy set`)
 """
 
 from __future__ import annotations
@@ -33,3 +34,4 @@ EVENTS = ROOT + "events/"
 TOKENS = ROOT + "tokens/"
 LEADER = ROOT + "leader"
 SCHED_EPOCH = ROOT + "sched-epoch"
+MIGRATION_SETTINGS = ROOT + "config/migration"

@@ -1,0 +1,19 @@
+"""What a VM asks of a host, as the pure scheduler sees it."""
+
+from __future__ import annotations
+
+from kumo.model.vm import VMSpec
+from kumo.scheduler.placement import Demand
+
+
+def demand(spec: VMSpec) -> Demand:
+    return Demand(
+        name=spec.name,
+        vcpus=spec.vcpus,
+        memory_mib=spec.memory_mib,
+        pool=spec.pool,
+        networks=frozenset(n.network for n in spec.nics),
+        pin=spec.placement.host,
+        affinity=spec.placement.affinity,
+        anti_affinity=spec.placement.anti_affinity,
+    )

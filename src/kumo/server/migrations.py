@@ -1,0 +1,357 @@
+"""Migrations and host maintenance behind the API: `vm migrate` (live or cold), the migration
+policy, the queue that keeps within the cluster's concurrency limits, `task cancel`, and the
+maintenance controller's drain pass. The source host's agent carries a migration out."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+from kumo.model.activity import Task, TaskState
+from kumo.model.host import Maintenance, MaintenanceState, Pool
+from kumo.model.migration import MigrationOverride, MigrationSettings, effective
+from kumo.model.vm import Migration, Placement, Power, VMSpec, VMState, VMStatus
+from kumo.scheduler.demand import demand
+from kumo.scheduler.placement import Chosen, place, usage_of
+from kumo.server.errors import Conflict, Invalid, NotFound
+from kumo.store import keys
+from kumo.store.activity import event_op, finish_task, new_task
+from kumo.store.base import Compare, Delete, Put
+from kumo.store.records import decode, load, put
+
+if TYPE_CHECKING:
+    from kumo.server.service import ClusterService
+
+
+def _slots(
+    running: list[Migration], settings: MigrationSettings, source: str, target: str
+) -> str | None:
+    """Why a migration from ``source`` to ``target`` must wait, or None when it may run."""
+    if len(running) >= settings.max_total:
+        return f"{len(running)} migrations running in the cluster (limit {settings.max_total})"
+    for host in (source, target):
+        n = sum(1 for m in running if host in (m.source, m.target))
+        if n >= settings.max_per_host:
+            return f"{n} migrations running on {host} (limit {settings.max_per_host})"
+    return None
+
+
+class Migrations:
+    def __init__(self, svc: ClusterService) -> None:
+        self.svc = svc
+
+    # -- policy ---------------------------------------------------------------------------
+    def settings(self) -> MigrationSettings:
+        found = load(self.svc.store, MigrationSettings, keys.MIGRATION_SETTINGS)
+        return found[0] if found else MigrationSettings()
+
+    def set_settings(self, new: MigrationSettings, actor: str) -> MigrationSettings:
+        if new.policy.max_downtime_ms < new.policy.downtime_ms:
+            raise Invalid(
+                f"policy.max_downtime_ms: must be at least downtime_ms ({new.policy.downtime_ms})",
+                "policy.max_downtime_ms",
+            )
+        found = self.svc.store.get(keys.MIGRATION_SETTINGS)
+        ok = self.svc._commit(
+            [Compare(keys.MIGRATION_SETTINGS, found.mod_revision if found else 0)],
+            [
+                put(keys.MIGRATION_SETTINGS, new),
+                event_op(actor, "cluster/migration", "policy", new.model_dump_json()),
+            ],
+        )
+        if ok is None:
+            raise Conflict("the migration settings changed meanwhile; try again")
+        return new
+
+    def set_vm_policy(self, name: str, override: MigrationOverride, actor: str) -> VMSpec:
+        spec, rev = self.svc._spec(name)
+        merged = effective(self.settings().policy, override)
+        if merged.max_downtime_ms < merged.downtime_ms:
+            raise Invalid(
+                f"max_downtime_ms: {merged.max_downtime_ms} is below downtime_ms "
+                f"{merged.downtime_ms}",
+                "max_downtime_ms",
+            )
+        empty = override == MigrationOverride()
+        updated = spec.model_copy(update={"migration": None if empty else override})
+        ok = self.svc._commit(
+            [Compare(keys.VMS + name, rev)],
+            [
+                put(keys.VMS + name, updated),
+                event_op(
+                    actor,
+                    f"vm/{name}",
+                    "migration-policy",
+                    override.model_dump_json(exclude_none=True),
+                ),
+            ],
+        )
+        if ok is None:
+            raise Conflict(f"vm {name} changed meanwhile; try again")
+        return updated
+
+    # -- migrate --------------------------------------------------------------------------
+    def migrate(
+        self,
+        name: str,
+        to: str | None,
+        actor: str,
+        cold: bool = False,
+        override: MigrationOverride | None = None,
+    ) -> Task:
+        """Ask the VM's host to move it to ``to`` (or the scheduler's choice): live, or
+        ``cold`` for a stopped VM. Runs at once, or queues while the limits are reached."""
+        svc, view = self.svc, self.svc.view
+        view.sync()
+        spec, rev = svc._spec(name)
+        if spec.deleting:
+            raise Conflict(f"vm {name} is being deleted")
+        pentry = view.get(keys.PLACEMENT + name)
+        if pentry is None:
+            raise Conflict(f"vm {name} is not placed on a host yet")
+        source = decode(Placement, pentry).host
+        if to is not None and to == source:
+            raise Invalid(f"to: vm {name} already runs on {to}", "to")
+        if to is not None and view.get(keys.HOSTS + to) is None:
+            raise Invalid(f"to: no host named {to}", "to")
+        sentry = view.get(keys.VMSTATUS + name)
+        state = decode(VMStatus, sentry).state if sentry else None
+        if cold:
+            if spec.power != Power.STOPPED or state != VMState.STOPPED:
+                raise Conflict(
+                    f"vm {name} is {state or 'not stopped'}; cold migration moves a stopped VM "
+                    "(stop it first, or migrate it live)"
+                )
+        elif spec.power != Power.RUNNING or state != VMState.RUNNING:
+            raise Conflict(
+                f"vm {name} is {state or 'not running'}; live migration moves a running VM "
+                "(use --cold for a stopped one)"
+            )
+        current = view.get(keys.MIGRATIONS + name)
+        if current is not None:
+            task_id = decode(Migration, current).task
+            raise Conflict(f"vm {name} is already migrating (task {task_id})")
+        pool = view.get(keys.POOLS + spec.pool)
+        if pool is None or decode(Pool, pool).kind != "shared-dir":
+            raise Conflict(
+                f"vm {name}: its disk is in pool {spec.pool}, which is not shared storage; "
+                "kumo moves VMs whose disks are on a shared pool"
+            )
+        if spec.placement.host is not None and to is None:
+            raise Conflict(f"vm {name} is pinned to host {spec.placement.host}; give --to")
+        hosts = [h for h in svc._sched_hosts() if h.name != source]
+        d = dataclasses.replace(demand(spec), pin=to)
+        result = place(d, hosts, usage_of(svc._placed(), exclude=name), svc.policy)
+        if not isinstance(result, Chosen):
+            raise Conflict(str(result), "to")
+        settings = self.settings()
+        policy = effective(settings.policy, spec.migration, override)
+        if policy.max_downtime_ms < policy.downtime_ms:
+            raise Invalid(
+                f"downtime_ms: {policy.downtime_ms} is above max_downtime_ms "
+                f"{policy.max_downtime_ms}",
+                "downtime_ms",
+            )
+        task = new_task("vm.migrate", f"vm/{name}", actor, svc.clock())
+        running = [m for m, _ in view.models(Migration, keys.MIGRATIONS).values()]
+        wait = _slots([m for m in running if m.state == "running"], settings, source, result.host)
+        m = Migration(
+            vm=name,
+            task=task.id,
+            source=source,
+            target=result.host,
+            mode="cold" if cold else "live",
+            state="queued" if wait else "running",
+            policy=policy,
+            started_at=svc.clock(),
+        )
+        if wait:
+            task = task.model_copy(update={"message": f"queued: {wait}"})
+        ok = svc._commit(
+            [
+                Compare(keys.MIGRATIONS + name, 0),
+                Compare(keys.VMS + name, rev),
+                Compare(keys.PLACEMENT + name, pentry.mod_revision),
+            ],
+            [
+                put(keys.MIGRATIONS + name, m),
+                put(keys.TASKS + task.id, task),
+                event_op(
+                    actor,
+                    f"vm/{name}",
+                    "migrate",
+                    f"{m.mode} {source} -> {result.host} ({task.id})"
+                    + (f", queued: {wait}" if wait else ""),
+                ),
+            ],
+        )
+        if ok is None:
+            raise Conflict(f"vm {name} changed meanwhile; try again")
+        return task
+
+    def start_queued(self, actor: str) -> list[str]:
+        """The leader's pass over the queue: start queued migrations, oldest first, as the
+        limits allow. Returns the VMs whose migration started."""
+        view = self.svc.view
+        view.sync()
+        found = view.models(Migration, keys.MIGRATIONS)
+        queued = sorted((m.started_at, v) for v, (m, _) in found.items() if m.state == "queued")
+        if not queued:
+            return []
+        settings = self.settings()
+        running = [m for m, _ in found.values() if m.state == "running"]
+        started = []
+        for _, vm in queued:
+            m, rev = found[vm]
+            if _slots(running, settings, m.source, m.target) is not None:
+                continue
+            go = m.model_copy(update={"state": "running"})
+            ok = self.svc._commit(
+                [Compare(keys.MIGRATIONS + vm, rev)],
+                [
+                    put(keys.MIGRATIONS + vm, go),
+                    event_op(actor, f"vm/{vm}", "migrate", f"dequeued ({m.task})"),
+                ],
+            )
+            if ok is not None:
+                running.append(go)
+                started.append(vm)
+                finish_task(self.svc.store, m.task, TaskState.RUNNING, "starting")
+        return started
+
+    def cancel_task(self, task_id: str, actor: str) -> Task:
+        svc = self.svc
+        task = svc.task(task_id)
+        if task.state.done:
+            raise Conflict(f"task {task_id} is already {task.state}")
+        if task.kind != "vm.migrate":
+            raise Conflict(f"task {task_id} ({task.kind}) cannot be cancelled; only migrations can")
+        vm = task.target.removeprefix("vm/")
+        found = load(svc.store, Migration, keys.MIGRATIONS + vm)
+        if found is None or found[0].task != task_id:
+            raise Conflict(f"task {task_id} is finishing; it can no longer be cancelled")
+        m, mrev = found
+        if m.state == "queued":
+            # Nobody works on it yet: cancelling is removing it.
+            ops: list[Put | Delete] = [Delete(keys.MIGRATIONS + vm)]
+            ops += svc._cancel_ops(task_id, f"cancelled while queued; {vm} stays on {m.source}")
+        else:
+            ops = [put(keys.MIGRATIONS + vm, m.model_copy(update={"cancel": True}))]
+        ops.append(event_op(actor, f"vm/{vm}", "cancel", f"migration {task_id}"))
+        if svc._commit([Compare(keys.MIGRATIONS + vm, mrev)], ops) is None:
+            raise Conflict(f"task {task_id} changed meanwhile; try again")
+        return svc.task(task_id)
+
+    # -- maintenance -----------------------------------------------------------------------
+    def maintenance(self, host: str, action: str, failback: bool, actor: str) -> list[Task]:
+        """Enter: make ``host`` unschedulable and have the leader move its running VMs away.
+        Exit: make it schedulable again and (``failback``) move back the VMs that left."""
+        svc = self.svc
+        svc.view.sync()
+        if svc.view.get(keys.HOSTS + host) is None:
+            raise NotFound(f"host {host} does not exist")
+        found = load(svc.store, Maintenance, keys.MAINTENANCE + host)
+        if action == "enter":
+            if found is not None:
+                raise Conflict(f"host {host} is already in {found[0].state}")
+            task = new_task("host.maintenance", f"host/{host}", actor, svc.clock())
+            m = Maintenance(host=host, task=task.id, since=svc.clock())
+            ok = svc._commit(
+                [Compare(keys.MAINTENANCE + host, 0)],
+                [
+                    put(keys.MAINTENANCE + host, m),
+                    put(keys.TASKS + task.id, task),
+                    event_op(
+                        actor, f"host/{host}", "maintenance", "enter: unschedulable, draining"
+                    ),
+                ],
+            )
+            if ok is None:
+                raise Conflict(f"host {host} changed meanwhile; try again")
+            return [task]
+        if found is None:
+            raise Conflict(f"host {host} is not in maintenance")
+        m, rev = found
+        ops: list[Put | Delete] = [
+            Delete(keys.MAINTENANCE + host),
+            event_op(actor, f"host/{host}", "maintenance", "exit: schedulable"),
+        ]
+        ops += svc._cancel_ops(m.task, "maintenance exited before the host was empty")
+        if svc._commit([Compare(keys.MAINTENANCE + host, rev)], ops) is None:
+            raise Conflict(f"host {host} changed meanwhile; try again")
+        tasks = []
+        if failback:
+            placements = svc.view.models(Placement, keys.PLACEMENT)
+            for vm in m.evacuated:
+                if vm in placements and placements[vm][0].host != host:
+                    try:
+                        tasks.append(self.migrate(vm, host, actor))
+                    except (Conflict, Invalid, NotFound) as exc:
+                        svc.store.commit(
+                            [], [event_op(actor, f"vm/{vm}", "failback", f"stays: {exc}")]
+                        )
+        return tasks
+
+    def drain(self, actor: str) -> None:
+        """One pass of the maintenance controller: for each draining host, ask to migrate
+        its running VMs (the queue keeps within the limits), record what cannot move, and
+        declare the host in maintenance once no running VM is left on it."""
+        svc = self.svc
+        svc.view.sync()
+        maint = svc.view.models(Maintenance, keys.MAINTENANCE)
+        if not maint:
+            return
+        placements = svc.view.models(Placement, keys.PLACEMENT)
+        migrations = svc.view.models(Migration, keys.MIGRATIONS)
+        statuses = svc.view.models(VMStatus, keys.VMSTATUS)
+        for host, (m, rev) in sorted(maint.items()):
+            if m.state != MaintenanceState.DRAINING:
+                continue
+            here = sorted(v for v, (p, _) in placements.items() if p.host == host)
+            running = [v for v in here if v in statuses and statuses[v][0].state == VMState.RUNNING]
+            evacuated, problems = list(m.evacuated), []
+            for vm in running:
+                if vm in migrations:
+                    continue
+                try:
+                    self.migrate(vm, None, actor)
+                    if vm not in evacuated:
+                        evacuated.append(vm)
+                except (Conflict, Invalid) as exc:
+                    problems.append(f"{vm}: {exc}")
+            moving = [v for v in running if v in migrations]
+            # Only a stopped VM may stay: a paused or crashed one, or one whose state is not
+            # known yet, keeps the host draining until someone looks at it.
+            stopped = [v for v in here if v in statuses and statuses[v][0].state == VMState.STOPPED]
+            stuck = [v for v in here if v not in running and v not in stopped]
+            problems += [
+                f"{v}: {statuses[v][0].state if v in statuses else 'state unknown'}, "
+                "cannot be live-migrated"
+                for v in stuck
+            ]
+            if not running and not moving and not stuck:
+                state, message = (
+                    MaintenanceState.MAINTENANCE,
+                    (
+                        f"empty of running VMs; stopped VMs stay: {', '.join(stopped)}"
+                        if stopped
+                        else "empty"
+                    ),
+                )
+            else:
+                state = MaintenanceState.DRAINING
+                message = "; ".join(problems) or f"moving {len(running)} running VM(s)"
+            changed = m.model_copy(
+                update={"state": state, "message": message, "evacuated": tuple(evacuated)}
+            )
+            if changed == m:
+                continue
+            ops: list[Put | Delete] = [put(keys.MAINTENANCE + host, changed)]
+            if state != m.state or message != m.message:
+                ops.append(event_op(actor, f"host/{host}", state.value, message))
+            if svc._commit([Compare(keys.MAINTENANCE + host, rev)], ops) is not None and (
+                state == MaintenanceState.MAINTENANCE
+            ):
+                finish_task(svc.store, m.task, TaskState.SUCCEEDED, f"host {host}: {message}")
+            elif problems:
+                finish_task(svc.store, m.task, TaskState.RUNNING, message)
