@@ -18,3 +18,10 @@ def test_nocloud_golden() -> None:
     check_golden("nocloud-web1.meta-data", meta)
     check_golden("nocloud-web1.user-data", user)
     assert user.startswith("#cloud-config\n")
+
+
+def test_runcmd_is_a_list_of_quoted_commands_after_the_keys() -> None:
+    spec = SPEC.model_copy(update={"runcmd": ("dirty 64 25600", 'echo "hi" > /tmp/x')})
+    _meta, user = nocloud(spec)
+    assert user.endswith('runcmd:\n  - "dirty 64 25600"\n  - "echo \\"hi\\" > /tmp/x"\n')
+    assert user.index("ssh_authorized_keys:") < user.index("runcmd:")

@@ -8,13 +8,15 @@ import pytest
 from kumo.agent.agent import Agent, AgentConfig
 from kumo.hypervisor.fake import FakeHypervisor
 from kumo.model.activity import Task, TaskState
-from kumo.model.vm import Placement
+from kumo.model.migration import MigrationOverride, MigrationPolicy, MigrationSettings
+from kumo.model.vm import Migration, Placement
 from kumo.server.errors import Conflict, Invalid, NotFound
 from kumo.server.schemas import VMCreate
 from kumo.server.service import ClusterService
 from kumo.sim.cluster import define_basics
 from kumo.storage.volumes import FakeVolumes
 from kumo.store import keys
+from kumo.store.base import Put
 from kumo.store.memory import MemoryStore
 from kumo.store.records import load, put
 
@@ -25,6 +27,7 @@ class Cluster:
         self.svc = ClusterService(self.store)
         define_basics(self.svc)
         self.vols = FakeVolumes()
+        self.store.commit([], [Put(keys.AGENT_SECRET, b"secret")])
         self.hv: dict[str, FakeHypervisor] = {}
         self.agents: dict[str, Agent] = {}
         for h in ("h1", "h2", "h3"):
@@ -40,6 +43,9 @@ class Cluster:
                 cfg, self.store, self.hv[h], self.vols, path_exists=lambda p: True
             )
             self.agents[h].register()
+            # the storage link as the source agent's probe measures it
+            self.agents[h].migrator.probe = lambda addr, port, secret, s: self.link_mib_s
+        self.link_mib_s: float | None = 1000.0
 
     def tick(self) -> None:
         for h, a in self.agents.items():
@@ -146,8 +152,9 @@ def test_maintenance_drains_the_host_and_fail_back_returns_the_vms() -> None:
     c.svc.migrations.maintenance("h3", "exit", True, "t")
 
     task = c.svc.migrations.maintenance("h1", "enter", True, "t")[0]
-    for _ in range(4):  # two migrations at a time
+    for _ in range(4):  # two migrations at a time on h1, the rest queued
         c.svc.migrations.drain("ctl")
+        c.svc.migrations.start_queued("ctl")
         c.tick()
     c.svc.migrations.drain("ctl")
     assert {c.host_of(f"d{i}") for i in range(4)} <= {"h2", "h3"}
@@ -160,6 +167,9 @@ def test_maintenance_drains_the_host_and_fail_back_returns_the_vms() -> None:
 
     back = c.svc.migrations.maintenance("h1", "exit", True, "t")
     assert len(back) == 4
+    assert sum(c.task(t.id).message.startswith("queued") for t in back) == 2  # 2 a host
+    c.tick()
+    c.svc.migrations.start_queued("ctl")
     c.tick()
     assert {c.host_of(f"d{i}") for i in range(4)} == {"h1"}
     with pytest.raises(Conflict, match="not in maintenance"):
@@ -192,7 +202,112 @@ def test_a_pass_on_a_snapshot_older_than_the_switch_over_does_not_recreate_the_v
     assert c.task(task.id).state == TaskState.SUCCEEDED
     # put the old placement back, written before the switch-over's revision
     agent = c.agents["h1"]
-    agent._moved_away["web1"] = c.store.revision() + 2  # the switch-over comes after
+    agent.migrator.moved_away["web1"] = c.store.revision() + 2  # the switch-over comes after
     c.store.commit([], [put(keys.PLACEMENT + "web1", Placement(host="h1", at=0))])
     agent.run_once()
     assert "web1" not in [d.name for d in c.hv["h1"].domains()]
+
+
+def test_a_busy_guest_on_a_slow_link_gets_throttling_and_compression(c: Cluster) -> None:
+    c.link_mib_s = 9.5  # 80 Mbit/s
+    c.hv["h1"].dirty_mib_s = 60.0
+    task = c.svc.migrations.migrate("web1", "h2", "t")
+    c.tick()
+    t = c.task(task.id)
+    assert t.state == TaskState.SUCCEEDED and c.host_of("web1") == "h2"
+    assert t.migration is not None and t.migration.strategy is not None
+    s = t.migration.strategy
+    assert s.name == "pre-copy+throttle+compression"
+    assert (s.link_mib_s, s.dirty_rate_mib_s) == (9.5, 60.0)
+    assert s.throttle_initial == 93 and s.compression and not s.xbzrle
+    assert c.hv["h1"].strategies == [s]
+    events = [e.action for e in c.svc.events(obj="vm/web1")]
+    assert "migration-strategy" in events
+
+
+def test_an_idle_guest_on_a_fast_link_is_not_measured_for_dirt(c: Cluster) -> None:
+    c.hv["h1"].dirty_mib_s = 500.0  # would choose throttling, were it measured
+    task = c.svc.migrations.migrate("web1", "h2", "t")
+    c.tick()
+    s = c.hv["h1"].strategies[0]
+    assert s.name == "pre-copy" and s.dirty_rate_mib_s is None
+    assert c.task(task.id).state == TaskState.SUCCEEDED
+
+
+def test_policy_comes_from_cluster_vm_and_request(c: Cluster) -> None:
+    c.svc.migrations.set_settings(
+        MigrationSettings(policy=MigrationPolicy(downtime_ms=200, bandwidth_mib_s=50)), "t"
+    )
+    c.svc.migrations.set_vm_policy("web1", MigrationOverride(downtime_ms=100), "t")
+    c.svc.migrations.migrate("web1", "h2", "t", override=MigrationOverride(bandwidth_mib_s=20))
+    found = load(c.store, Migration, keys.MIGRATIONS + "web1")
+    assert found is not None
+    p = found[0].policy
+    assert (p.downtime_ms, p.bandwidth_mib_s, p.max_downtime_ms) == (100, 20, 2000)
+    c.tick()
+    assert c.hv["h1"].strategies[0].bandwidth_mib_s == 20
+    with pytest.raises(Invalid, match="max_downtime_ms"):
+        c.svc.migrations.set_vm_policy("web1", MigrationOverride(downtime_ms=5000), "t")
+    with pytest.raises(Invalid, match="max_downtime_ms"):
+        c.svc.migrations.set_settings(
+            MigrationSettings(policy=MigrationPolicy(downtime_ms=3000)), "t"
+        )
+    with pytest.raises(NotFound):
+        c.svc.migrations.set_vm_policy("nosuch", MigrationOverride(), "t")
+
+
+def test_the_completion_timeout_aborts_and_the_vm_stays(c: Cluster) -> None:
+    c.svc.migrations.set_vm_policy(
+        "web1", MigrationOverride(min_timeout_s=5, timeout_s_per_gib=5), "t"
+    )
+    c.hv["h1"].migration_steps = 20  # progress samples one second apart
+    task = c.svc.migrations.migrate("web1", "h2", "t")
+    c.tick()
+    t = c.task(task.id)
+    assert t.state == TaskState.FAILED and "did not complete within 5 s" in t.message
+    assert "never force-paused" in t.message
+    assert c.host_of("web1") == "h1" and c.hv["h1"].boots("web1") == 1
+    assert "web1" not in [d.name for d in c.hv["h2"].domains()]
+
+
+def test_migrations_beyond_the_limits_queue_and_start_in_turn() -> None:
+    c = Cluster()
+    c.svc.migrations.set_settings(MigrationSettings(max_per_host=1), "t")
+    for name in ("a", "b", "x"):
+        c.svc.create_vm(VMCreate(name=name, image="img", memory_mib=128, host="h1"), "t")
+    c.tick()
+    first = c.svc.migrations.migrate("a", "h2", "t")
+    second = c.svc.migrations.migrate("b", "h3", "t")
+    third = c.svc.migrations.migrate("x", "h3", "t")
+    assert c.task(second.id).state == TaskState.QUEUED
+    assert c.task(second.id).message == "queued: 1 migrations running on h1 (limit 1)"
+    assert c.svc.migrations.start_queued("ctl") == []  # still full
+    c.svc.migrations.cancel_task(third.id, "t")  # a queued one just leaves the queue
+    assert c.task(third.id).state == TaskState.CANCELLED
+    assert load(c.store, Migration, keys.MIGRATIONS + "x") is None
+    c.tick()  # a moves; b is not touched while queued
+    assert (c.host_of("a"), c.host_of("b")) == ("h2", "h1")
+    assert c.task(first.id).state == TaskState.SUCCEEDED
+    assert c.svc.migrations.start_queued("ctl") == ["b"]
+    c.tick()
+    assert c.host_of("b") == "h3" and c.task(second.id).state == TaskState.SUCCEEDED
+
+
+def test_cold_migration_moves_a_stopped_vm(c: Cluster) -> None:
+    with pytest.raises(Conflict, match="cold migration moves a stopped VM"):
+        c.svc.migrations.migrate("free", "h3", "t", cold=True)
+    c.svc.power("free", "stop", True, "t")
+    c.tick()
+    with pytest.raises(Conflict, match="live migration moves a running VM"):
+        c.svc.migrations.migrate("free", "h3", "t")
+    source = c.host_of("free")
+    target = "h3" if source != "h3" else "h2"
+    task = c.svc.migrations.migrate("free", target, "t", cold=True)
+    c.tick()
+    c.tick()
+    assert c.task(task.id).state == TaskState.SUCCEEDED
+    assert c.host_of("free") == target
+    assert "free" not in [d.name for d in c.hv[source].domains()]
+    [dom] = [d for d in c.hv[target].domains() if d.name == "free"]
+    assert dom.state == "shutoff"
+    assert c.svc.vm("free").state == "stopped"

@@ -23,15 +23,14 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from kumo.agent.decide import Action, Observed, decide, report
+from kumo.agent.migrator import Migrator
 from kumo.hypervisor.base import (
     Domain,
     Hypervisor,
     HypervisorError,
-    MigrationCancelled,
-    MigrationTarget,
 )
 from kumo.hypervisor.domain import DiskConfig, DomainConfig, NicConfig
-from kumo.model.activity import MigrationProgress, TaskState
+from kumo.model.activity import TaskState
 from kumo.model.host import HostRecord, Image, Network, Pool
 from kumo.model.vm import Migration, Placement, Power, VMSpec, VMState, VMStatus
 from kumo.provision.cloudinit import nocloud
@@ -88,9 +87,7 @@ class Agent:
         self.mem = _Memory()
         self.actor = f"agent:{config.host}"
         self.on_wake: Callable[[], None] = lambda: None  # the daemon's wake-up
-        self._migrating: set[str] = set()
-        self._moved_away: dict[str, int] = {}  # vm -> revision of its switch-over elsewhere
-        self._migrating_lock = threading.Lock()
+        self.migrator = Migrator(self)
 
     # -- liveness --------------------------------------------------------------------
     def register(self) -> None:
@@ -105,6 +102,8 @@ class Agent:
             libvirt_version=facts.libvirt_version,
             qemu_version=facts.qemu_version,
             domain_type=self.config.domain_type,
+            postcopy=facts.postcopy,
+            compression=facts.compression,
             pools=self._reachable_pools(),
             networks=self._reachable_networks(),
             schedulable=existing[0].schedulable if existing else True,
@@ -165,108 +164,6 @@ class Agent:
                 [put(keys.HOSTS + self.config.host, updated)],
             )
 
-    # -- migration -------------------------------------------------------------------
-    def _start_migration(self, m: Migration) -> None:
-        with self._migrating_lock:
-            if m.vm in self._migrating:
-                return
-            self._migrating.add(m.vm)
-        if self.config.threaded:
-            threading.Thread(
-                target=self._migrate, args=(m,), daemon=True, name=f"migrate-{m.vm}"
-            ).start()
-        else:
-            self._migrate(m)
-
-    def _migrate(self, m: Migration) -> None:
-        try:
-            self._run_migration(m)
-        except StoreUnavailable as exc:
-            log.error("vm %s: migration bookkeeping failed: %s", m.vm, exc)
-        finally:
-            with self._migrating_lock:
-                self._migrating.discard(m.vm)
-            self.wake()
-
-    def _run_migration(self, m: Migration) -> None:
-        here = next((d for d in self.hv.domains() if d.name == m.vm), None)
-        if here is None:
-            # Already gone from this host: the switch-over happened before we could record
-            # it (an agent restart). The VM runs on the target.
-            self._migration_done(m, None)
-            return
-        rec = load(self.store, HostRecord, keys.HOSTS + m.target)
-        if rec is None:
-            self._migration_failed(m, f"target host {m.target} is not registered")
-            return
-        target = MigrationTarget(
-            host=m.target,
-            libvirt_uri=self.config.libvirt_uri.format(address=rec[0].address, host=m.target),
-            migrate_uri=self.config.migrate_uri.format(address=rec[0].address, host=m.target),
-        )
-        finish_task(self.store, m.task, TaskState.RUNNING, f"{m.source} -> {m.target}")
-        last = [0.0]
-
-        def progress(p: MigrationProgress) -> None:
-            if time.monotonic() - last[0] < 0.5:
-                return
-            last[0] = time.monotonic()
-            done = p.bytes_processed / p.bytes_total if p.bytes_total else 0.0
-            finish_task(
-                self.store,
-                m.task,
-                TaskState.RUNNING,
-                f"{m.source} -> {m.target}: iteration {p.iteration}",
-                progress=min(done, 0.99),
-                migration=p,
-            )
-
-        def cancelled() -> bool:
-            current = load(self.store, Migration, keys.MIGRATIONS + m.vm)
-            return current is None or current[0].cancel
-
-        try:
-            final = self.hv.migrate(m.vm, target, progress, cancelled)
-        except MigrationCancelled as exc:
-            self._migration_failed(
-                m, str(exc) + f"; {m.vm} runs on {m.source} as before", TaskState.CANCELLED
-            )
-            return
-        except HypervisorError as exc:
-            self._migration_failed(m, f"{exc}; {m.vm} runs on {m.source} as before")
-            return
-        self._migration_done(m, final)
-
-    def _migration_done(self, m: Migration, final: MigrationProgress | None) -> None:
-        rev = self.store.commit(
-            [],
-            [
-                put(keys.PLACEMENT + m.vm, Placement(host=m.target, at=self.clock())),
-                Delete(keys.MIGRATIONS + m.vm),
-                event_op(self.actor, f"vm/{m.vm}", "migrated", f"{m.source} -> {m.target}"),
-            ],
-        )
-        with self._migrating_lock:
-            # Set before the VM leaves _migrating: a pass that read the old placement skips it.
-            self._moved_away[m.vm] = rev or 0
-        self.mem.last_status.pop(m.vm, None)
-        summary = f"{m.vm} now runs on {m.target}"
-        if final is not None and final.downtime_ms is not None:
-            summary += f" (downtime {final.downtime_ms:.0f} ms)"
-        finish_task(self.store, m.task, TaskState.SUCCEEDED, summary, migration=final)
-
-    def _migration_failed(
-        self, m: Migration, reason: str, state: TaskState = TaskState.FAILED
-    ) -> None:
-        self.store.commit(
-            [],
-            [
-                Delete(keys.MIGRATIONS + m.vm),
-                event_op(self.actor, f"vm/{m.vm}", "migration-" + state.value, reason),
-            ],
-        )
-        finish_task(self.store, m.task, state, reason)
-
     def wake(self) -> None:
         """Ask the daemon loop for another pass."""
         self.on_wake()
@@ -278,14 +175,12 @@ class Agent:
         mine = sorted(n for n, (p, _) in placements.items() if p.host == self.config.host)
         migrations = load_all(self.store, Migration, keys.MIGRATIONS)
         for name, (m, _) in migrations.items():
-            if m.source == self.config.host and name in mine:
-                self._start_migration(m)
+            if m.source == self.config.host and name in mine and m.state == "running":
+                self.migrator.start(m)
         # A VM on the move belongs to its migration, not to the reconcile loop: re-creating
         # it here while it switches hosts would run it twice. That includes a VM whose move
         # finished after we read its placement: our snapshot is older than the switch-over.
-        with self._migrating_lock:
-            migrating = set(self._migrating)
-            moved = dict(self._moved_away)
+        migrating, moved = self.migrator.snapshot()
         mine = [
             n
             for n in mine

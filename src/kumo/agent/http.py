@@ -1,17 +1,24 @@
-"""The agent's small HTTP endpoint, for what only the host has: a VM's serial console log.
-Callers (the API servers) present the cluster's agent secret from etcd."""
+"""The agent's small HTTP endpoint, for what only the host has: a VM's serial console log,
+and a sink other agents measure the storage link with before a migration. Callers present
+the cluster's agent secret from etcd."""
 
 from __future__ import annotations
 
+import contextlib
 import hmac
+import json
 import re
+import select
+import socket
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 _CONSOLE = re.compile(r"^/v1/console/([a-z][a-z0-9-]{0,62})$")
+PROBE_MAX_BYTES = 256 * 2**20
 
 
 def serve(address: str, port: int, log_dir: str, secret: Callable[[], str]) -> ThreadingHTTPServer:
@@ -26,10 +33,42 @@ def serve(address: str, port: int, log_dir: str, secret: Callable[[], str]) -> T
             self.end_headers()
             self.wfile.write(body)
 
-        def do_GET(self) -> None:
+        def _authorized(self) -> bool:
             given = self.headers.get("Authorization", "").removeprefix("Bearer ")
-            if not hmac.compare_digest(given.encode(), secret().encode()):
-                self._send(401, b"unauthorized")
+            if hmac.compare_digest(given.encode(), secret().encode()):
+                return True
+            self._send(401, b"unauthorized")
+            return False
+
+        def do_POST(self) -> None:
+            """``/v1/sink?seconds=S``: read what the caller sends for S seconds (at most
+            256 MiB), then answer how many bytes arrived and in how long."""
+            url = urlparse(self.path)
+            if url.path != "/v1/sink":
+                self._send(404, b"not found")
+                return
+            if not self._authorized():
+                return
+            seconds = min(2.0, float(parse_qs(url.query).get("seconds", ["0.3"])[0]))
+            self.connection.settimeout(seconds + 1)
+            got, first = 0, None
+            try:
+                while got < PROBE_MAX_BYTES:
+                    chunk = self.rfile.read1(1 << 16)
+                    if not chunk:
+                        break
+                    first = first or time.monotonic()
+                    got += len(chunk)
+                    if time.monotonic() - first >= seconds:
+                        break
+            except TimeoutError:
+                pass
+            took = time.monotonic() - first if first else 0.0
+            self.close_connection = True
+            self._send(200, json.dumps({"bytes": got, "seconds": took}).encode())
+
+        def do_GET(self) -> None:
+            if not self._authorized():
                 return
             url = urlparse(self.path)
             m = _CONSOLE.match(url.path)
@@ -52,3 +91,37 @@ def serve(address: str, port: int, log_dir: str, secret: Callable[[], str]) -> T
     server = ThreadingHTTPServer((address, port), Handler)
     threading.Thread(target=server.serve_forever, daemon=True, name="agent-http").start()
     return server
+
+
+def probe_link(address: str, port: int, secret: str, seconds: float = 0.3) -> float | None:
+    """The rate in MiB/s at which this host reaches ``address`` (another agent's sink),
+    measured by the receiver; None when the probe fails."""
+    head = (
+        f"POST /v1/sink?seconds={seconds} HTTP/1.1\r\nHost: {address}\r\n"
+        f"Authorization: Bearer {secret}\r\nContent-Length: {PROBE_MAX_BYTES}\r\n\r\n"
+    ).encode()
+    block = bytes(1 << 16)
+    try:
+        with socket.create_connection((address, port), timeout=seconds + 3) as sock:
+            sock.sendall(head)
+            sock.setblocking(False)
+            answer = b""
+            deadline = time.monotonic() + seconds + 3
+            while time.monotonic() < deadline:
+                readable, writable, _ = select.select([sock], [sock], [], 0.1)
+                if readable:
+                    data = sock.recv(4096)
+                    answer += data
+                    if not data or (b"\r\n\r\n" in answer and answer.rstrip().endswith(b"}")):
+                        break
+                elif writable:
+                    with contextlib.suppress(BlockingIOError, BrokenPipeError):
+                        sock.send(block)
+        if not answer.startswith(b"HTTP/1.0 200") and not answer.startswith(b"HTTP/1.1 200"):
+            return None
+        body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+        if body["seconds"] <= 0:
+            return None
+        return float(body["bytes"]) / float(body["seconds"]) / 2**20
+    except (OSError, ValueError, KeyError):
+        return None

@@ -176,6 +176,9 @@ def vm_create(
     ssh_key: Annotated[
         list[str] | None, typer.Option(help="SSH public key for cloud-init (repeat for more)")
     ] = None,
+    runcmd: Annotated[
+        list[str] | None, typer.Option(help="command cloud-init runs once (repeat for more)")
+    ] = None,
     no_start: Annotated[bool, typer.Option(help="create stopped")] = False,
     wait: Annotated[bool, typer.Option(help="wait until it runs")] = False,
     url: UrlOpt = None,
@@ -192,6 +195,7 @@ def vm_create(
         "clone": "full" if full_clone else "linked",
         "start": not no_start,
         "ssh_keys": ssh_key or [],
+        "runcmd": runcmd or [],
     }
     for k, v in (
         ("disk_gib", disk_size),
@@ -292,60 +296,6 @@ def vm_reboot(
 ) -> None:
     """Reboot a VM (ACPI; --force: hard reset)."""
     _power("reboot", name, force, wait, url, token)
-
-
-@vm_app.command("migrate")
-def vm_migrate(
-    name: str,
-    to: Annotated[str | None, typer.Option("--to", help="target host (default: scheduler)")] = None,
-    wait: Annotated[bool, typer.Option(help="follow it with a progress bar")] = False,
-    url: UrlOpt = None,
-    token: TokenOpt = None,
-) -> None:
-    """Live-migrate a running VM to another host (over the cluster network)."""
-    c = _client(url, token)
-    body = {"to": to} if to else {}
-    task = _call(c, "POST", f"/vms/{name}/migrate", json=body)
-    if not wait:
-        out.print(f"vm {name}: migration queued (task {task['id']})", highlight=False)
-        return
-    task = _follow_migration(c, task["id"])
-    out.print(f"vm {name}: {task['message']} (task {task['id']})", highlight=False)
-
-
-def _follow_migration(c: Client, task_id: str) -> dict[str, Any]:
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        DownloadColumn(binary_units=True),
-        TextColumn("{task.fields[rate]}"),
-        TextColumn("{task.fields[detail]}"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=err) as bar:
-        row = bar.add_task("migrating", total=None, rate="", detail="")
-        while True:
-            task: dict[str, Any] = _call(c, "GET", f"/tasks/{task_id}")
-            m = task.get("migration") or {}
-            if m.get("bytes_total"):
-                bar.update(
-                    row,
-                    total=m["bytes_total"],
-                    completed=m["bytes_processed"],
-                    rate=f"{m['bandwidth_mib_s']:.1f} MiB/s",
-                    detail=(
-                        f"iter {m['iteration']}, dirty {m['dirty_rate_pages_s']:.0f} p/s, "
-                        f"downtime ~{m['expected_downtime_ms']:.0f} ms"
-                    ),
-                )
-            if task["state"] in ("succeeded", "failed", "cancelled"):
-                break
-            time.sleep(0.5)
-    if task["state"] != "succeeded":
-        raise _fail(ClientError(f"task {task_id} {task['state']}: {task['message']}"))
-    return task
 
 
 @vm_app.command("delete")

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from kumo.cli import cluster, lab
+from kumo.cli import cluster, lab, migration
 
 app = typer.Typer(
     help="kumo: a private cloud for KVM clusters.",
@@ -21,6 +21,7 @@ app.add_typer(cluster.image_app, name="image")
 app.add_typer(cluster.pool_app, name="pool")
 app.add_typer(cluster.network_app, name="network")
 app.add_typer(cluster.task_app, name="task")
+app.add_typer(migration.policy_app, name="migration-policy")
 app.command("events")(cluster.events)
 
 

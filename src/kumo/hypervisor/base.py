@@ -11,6 +11,7 @@ from typing import Protocol
 
 from kumo.hypervisor.domain import DomainConfig
 from kumo.model.activity import MigrationProgress
+from kumo.model.migration import Strategy
 
 
 class HypervisorError(Exception):
@@ -40,6 +41,8 @@ class HostFacts:
     memory_mib: int
     libvirt_version: str
     qemu_version: str
+    postcopy: bool = False  # QEMU can use userfaultfd here (post-copy migration)
+    compression: bool = False  # libvirt/QEMU can compress migration pages
 
 
 @dataclass(frozen=True)
@@ -51,8 +54,18 @@ class MigrationTarget:
     migrate_uri: str
 
 
+@dataclass(frozen=True)
+class Directive:
+    """What the migration's watcher asks after a progress sample."""
+
+    downtime_ms: int | None = None  # set a new downtime target
+    abort: str | None = None  # abort the job, with this reason
+    postcopy: bool = False  # switch to post-copy now
+
+
 class MigrationCancelled(HypervisorError):
-    """The migration was aborted on request; the VM runs on at the source."""
+    """The migration was aborted (on request, or at its timeout); the VM runs on at the
+    source. The message is the watcher's reason."""
 
 
 class Hypervisor(Protocol):
@@ -84,17 +97,24 @@ class Hypervisor(Protocol):
 
     def undefine(self, name: str) -> None: ...
 
+    def dirty_rate(self, name: str, seconds: int = 1) -> float | None:
+        """The guest's dirty rate in MiB/s, measured over ``seconds``; None when this
+        hypervisor cannot measure it."""
+        ...
+
     def migrate(
         self,
         name: str,
         target: MigrationTarget,
-        progress: Callable[[MigrationProgress], None],
-        cancelled: Callable[[], bool],
+        strategy: Strategy,
+        watch: Callable[[MigrationProgress], Directive],
     ) -> MigrationProgress:
         """Live-migrate ``name`` to ``target`` (peer to peer, persistent there, undefined
-        here), reporting progress about twice a second; aborts when ``cancelled()``. Returns
-        the final statistics; raises :class:`MigrationCancelled` or :class:`HypervisorError`,
-        and then the VM still runs here."""
+        here) as ``strategy`` says, calling ``watch`` with progress about twice a second and
+        doing what it returns. When a migration job of ``name`` already runs (started before
+        an agent restart), watch that one instead of starting another. Returns the final
+        statistics; raises :class:`MigrationCancelled` or :class:`HypervisorError`, and then
+        the VM still runs here."""
         ...
 
     def on_change(self, callback: Callable[[str], None]) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kumo.hypervisor.base import (
+    Directive,
     Domain,
     DomainState,
     HostFacts,
@@ -16,6 +17,7 @@ from kumo.hypervisor.base import (
 )
 from kumo.hypervisor.domain import DomainConfig
 from kumo.model.activity import MigrationProgress
+from kumo.model.migration import Strategy
 
 
 @dataclass
@@ -42,6 +44,9 @@ class FakeHypervisor:
         self._callbacks: list[Callable[[str], None]] = []
         self.up = True
         self.migration_steps = 4  # progress reports before the switch-over
+        self.dirty_mib_s: float | None = 0.0  # what dirty_rate() reports
+        self.strategies: list[Strategy] = []  # what migrate() was asked to do, in order
+        self.directives: list[Directive] = []  # what the watcher answered
         FAKE_HOSTS[f"fake+tcp://{hostname}/system"] = self
 
     def _check(self) -> None:
@@ -64,7 +69,7 @@ class FakeHypervisor:
 
     def facts(self) -> HostFacts:
         self._check()
-        return HostFacts(self.hostname, self.cpus, self.memory_mib, "9.0.0", "7.2.0")
+        return HostFacts(self.hostname, self.cpus, self.memory_mib, "9.0.0", "7.2.0", False, True)
 
     def domains(self) -> list[Domain]:
         self._check()
@@ -125,10 +130,11 @@ class FakeHypervisor:
         self,
         name: str,
         target: MigrationTarget,
-        progress: Callable[[MigrationProgress], None],
-        cancelled: Callable[[], bool],
+        strategy: Strategy,
+        watch: Callable[[MigrationProgress], Directive],
     ) -> MigrationProgress:
         d = self._dom(name)
+        self.strategies.append(strategy)
         if d.state != DomainState.RUNNING:
             raise HypervisorError(f"libvirt on {self.hostname}: migrate {name}: not running")
         dest = FAKE_HOSTS.get(target.libvirt_uri)
@@ -139,22 +145,28 @@ class FakeHypervisor:
             )
         total = d.config.memory_mib * 2**20
         for step in range(1, self.migration_steps + 1):
-            progress(
+            answer = watch(
                 MigrationProgress(
                     bytes_total=total,
                     bytes_processed=total * step // 4,
                     bytes_remaining=total - total * step // 4,
                     iteration=1,
+                    elapsed_s=float(step),
                 )
             )
-            if cancelled():
-                raise MigrationCancelled(f"migration of {name} to {target.host} cancelled")
+            self.directives.append(answer)
+            if answer.abort:
+                raise MigrationCancelled(answer.abort)
         dest._doms[name] = _FakeDomain(d.config, DomainState.RUNNING, d.boots)
         del self._doms[name]
         for hv in (self, dest):
             for cb in list(hv._callbacks):
                 cb(name)
         return MigrationProgress(bytes_total=total, bytes_processed=total, downtime_ms=42.0)
+
+    def dirty_rate(self, name: str, seconds: int = 1) -> float | None:
+        self._dom(name)
+        return self.dirty_mib_s
 
     def on_change(self, callback: Callable[[str], None]) -> None:
         self._callbacks.append(callback)

@@ -4,13 +4,17 @@ loop, run in a daemon thread; the agent only uses them to wake up (it re-reads s
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import libvirt
 
 from kumo.hypervisor.base import (
+    Directive,
     Domain,
     DomainState,
     HostFacts,
@@ -20,6 +24,7 @@ from kumo.hypervisor.base import (
 )
 from kumo.hypervisor.domain import DomainConfig, domain_xml, owned_by_kumo
 from kumo.model.activity import MigrationProgress
+from kumo.model.migration import Strategy
 
 _STATES = {
     libvirt.VIR_DOMAIN_RUNNING: DomainState.RUNNING,
@@ -68,7 +73,64 @@ def _progress(stats: dict[str, Any], completed: bool = False) -> MigrationProgre
         elapsed_s=float(stats.get("time_elapsed", 0)) / 1000,
         eta_s=remaining / bps if bps > 0 else None,
         downtime_ms=downtime if completed and "downtime" in stats else None,
+        throttle_pct=int(stats.get("auto_converge_throttle", 0)),
+        xbzrle_cache_miss_rate=(
+            float(stats["compression_cache_misses"]) / max(1, int(stats.get("memory_iteration", 1)))
+            if "compression_cache_misses" in stats
+            else None
+        ),
     )
+
+
+_SYS_USERFAULTFD = 323  # x86_64
+
+
+def _userfaultfd() -> bool:
+    """Whether this kernel gives QEMU userfaultfd, which post-copy needs."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = int(libc.syscall(_SYS_USERFAULTFD, os.O_CLOEXEC))
+    if fd < 0:
+        return False
+    os.close(fd)
+    return True
+
+
+def _flags_and_params(s: Strategy, target: MigrationTarget) -> tuple[int, dict[str, Any]]:
+    # UNSAFE: libvirt cannot tell that a bind- or NFS-mounted directory is shared; kumo
+    # only migrates disks on pools every host registered as reachable (marker checked),
+    # and they use cache='none'.
+    flags = (
+        libvirt.VIR_MIGRATE_LIVE
+        | libvirt.VIR_MIGRATE_PEER2PEER
+        | libvirt.VIR_MIGRATE_PERSIST_DEST
+        | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+        | libvirt.VIR_MIGRATE_UNSAFE
+    )
+    params: dict[str, Any] = {libvirt.VIR_MIGRATE_PARAM_URI: target.migrate_uri}
+    if s.bandwidth_mib_s:
+        params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = s.bandwidth_mib_s
+    if s.auto_converge:
+        flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
+        params[libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INITIAL] = s.throttle_initial
+        params[libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INCREMENT] = s.throttle_increment
+    methods = []
+    if s.xbzrle:
+        methods.append("xbzrle")
+        params[libvirt.VIR_MIGRATE_PARAM_COMPRESSION_XBZRLE_CACHE] = s.xbzrle_cache_mib * 2**20
+    if s.compression:
+        methods.append("mt")
+        params[libvirt.VIR_MIGRATE_PARAM_COMPRESSION_MT_LEVEL] = 1
+        params[libvirt.VIR_MIGRATE_PARAM_COMPRESSION_MT_THREADS] = 2
+        params[libvirt.VIR_MIGRATE_PARAM_COMPRESSION_MT_DTHREADS] = 2
+    if methods:
+        flags |= libvirt.VIR_MIGRATE_COMPRESSED
+        params[libvirt.VIR_MIGRATE_PARAM_COMPRESSION] = methods
+    if s.parallel:
+        flags |= libvirt.VIR_MIGRATE_PARALLEL
+        params[libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS] = s.parallel
+    if s.postcopy:
+        flags |= libvirt.VIR_MIGRATE_POSTCOPY
+    return flags, params
 
 
 def _version(v: int) -> str:
@@ -106,7 +168,15 @@ class LibvirtHypervisor:
             hostname = self._conn.getHostname()
         except libvirt.libvirtError as exc:
             raise self._err("host facts", exc) from exc
-        return HostFacts(hostname, int(cpus), int(memory_mib), _version(lib), _version(qemu))
+        return HostFacts(
+            hostname,
+            int(cpus),
+            int(memory_mib),
+            _version(lib),
+            _version(qemu),
+            postcopy=_userfaultfd(),
+            compression=True,  # xbzrle and multi-threaded: every libvirt kumo runs on
+        )
 
     def _kernel_memory_mib(self) -> int:
         try:
@@ -173,28 +243,51 @@ class LibvirtHypervisor:
             name, "undefine", lambda d: d.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
         )
 
+    def dirty_rate(self, name: str, seconds: int = 1) -> float | None:
+        dom = self._dom(name)
+        try:
+            dom.startDirtyRateCalc(seconds, 0)
+        except libvirt.libvirtError:
+            return None  # QEMU or libvirt too old, or the domain is not running
+        deadline = time.monotonic() + seconds + 5
+        while time.monotonic() < deadline:
+            time.sleep(0.1 if time.monotonic() < deadline - 5 + seconds else 0.05)
+            try:
+                [(_d, stats)] = self._conn.domainListGetStats(
+                    [dom], libvirt.VIR_DOMAIN_STATS_DIRTYRATE
+                )
+            except libvirt.libvirtError:
+                return None
+            if stats.get("dirtyrate.calc_status") == 2:  # measured
+                return float(stats.get("dirtyrate.megabytes_per_second", 0))
+        return None
+
     def migrate(
         self,
         name: str,
         target: MigrationTarget,
-        progress: Callable[[MigrationProgress], None],
-        cancelled: Callable[[], bool],
+        strategy: Strategy,
+        watch: Callable[[MigrationProgress], Directive],
     ) -> MigrationProgress:
         dom = self._dom(name)
-        # UNSAFE: libvirt cannot tell that a bind- or NFS-mounted directory is shared; kumo
-        # only migrates disks on pools every host registered as reachable (marker checked),
-        # and they use cache='none'.
-        flags = (
-            libvirt.VIR_MIGRATE_LIVE
-            | libvirt.VIR_MIGRATE_PEER2PEER
-            | libvirt.VIR_MIGRATE_PERSIST_DEST
-            | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
-            | libvirt.VIR_MIGRATE_UNSAFE
-        )
-        params = {libvirt.VIR_MIGRATE_PARAM_URI: target.migrate_uri}
+        flags, params = _flags_and_params(strategy, target)
         failure: list[BaseException] = []
 
+        def job_active() -> bool:
+            try:
+                return bool(dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE)
+            except libvirt.libvirtError:
+                return False
+
+        # A migration started before this agent restarted is carried on by libvirtd (peer
+        # to peer): watch it to its end instead of starting another.
+        attach = job_active()
+
         def run() -> None:
+            if attach:
+                while job_active():
+                    time.sleep(0.2)
+                return
             try:
                 dom.migrateToURI3(target.libvirt_uri, params, flags)
             except libvirt.libvirtError as exc:
@@ -203,26 +296,38 @@ class LibvirtHypervisor:
         worker = threading.Thread(target=run, name=f"migrate-{name}", daemon=True)
         worker.start()
         last = MigrationProgress()
-        aborted = False
+        aborted: str | None = None
+        downtime_set = False
         while worker.is_alive():
             worker.join(0.5)
             if not worker.is_alive():
                 break
             try:
-                last = _progress(dom.jobStats())
-                progress(last)
+                stats = dom.jobStats()
+                if not stats or stats.get("type") == libvirt.VIR_DOMAIN_JOB_NONE:
+                    continue
+                if not downtime_set:
+                    dom.migrateSetMaxDowntime(strategy.downtime_ms, 0)
+                    downtime_set = True
+                last = _progress(stats)
+                answer = watch(last)
+                if answer.downtime_ms is not None:
+                    dom.migrateSetMaxDowntime(answer.downtime_ms, 0)
+                if answer.postcopy:
+                    dom.migrateStartPostCopy(0)
+                if answer.abort and not aborted:
+                    aborted = answer.abort
+                    dom.abortJob()
             except libvirt.libvirtError:
                 pass  # the job is ending
-            if not aborted and cancelled():
-                aborted = True
-                with contextlib.suppress(libvirt.libvirtError):
-                    dom.abortJob()
         if failure:
             exc = failure[0]
             assert isinstance(exc, libvirt.libvirtError)
             if aborted:
-                raise MigrationCancelled(f"migration of {name} to {target.host} cancelled")
+                raise MigrationCancelled(aborted)
             raise self._err(f"migrate {name} to {target.host}", exc) from exc
+        if aborted and self._still_here(name):
+            raise MigrationCancelled(aborted)
         # The source domain is gone (undefined): the completed job's statistics, with the real
         # downtime, are kept by the destination's libvirtd.
         try:
@@ -235,7 +340,18 @@ class LibvirtHypervisor:
                 return _progress(stats, completed=True)
         except libvirt.libvirtError:
             pass
+        if self._still_here(name):
+            raise HypervisorError(
+                f"libvirt on {self.host}: migrate {name}: the job ended and {name} still runs here"
+            )
         return last
+
+    def _still_here(self, name: str) -> bool:
+        try:
+            dom = self._conn.lookupByName(name)
+            return bool(dom.isActive())
+        except libvirt.libvirtError:
+            return False
 
     def on_change(self, callback: Callable[[str], None]) -> None:
         if not self._callbacks:

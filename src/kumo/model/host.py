@@ -20,6 +20,8 @@ class HostRecord(Frozen):
     libvirt_version: str
     qemu_version: str
     domain_type: Literal["kvm", "qemu"]
+    postcopy: bool = False  # QEMU can do post-copy migration here (userfaultfd)
+    compression: bool = False  # libvirt/QEMU can compress migration pages
     pools: tuple[Name, ...] = ()
     networks: tuple[Name, ...] = ()
     schedulable: bool = True

@@ -50,6 +50,7 @@ class VMSpec(Frozen):
     nics: tuple[Nic, ...]
     boot: tuple[BootDevice, ...] = ("hd",)
     ssh_keys: tuple[str, ...] = ()
+    runcmd: tuple[str, ...] = ()  # cloud-init runcmd: shell commands run once, at first boot
     placement: PlacementRules = PlacementRules()
     ha: HASpec = HASpec()
     power: Power = Power.RUNNING

@@ -1,7 +1,9 @@
-"""cloud-init NoCloud data for a VM: its name as hostname, its SSH keys. Pure (golden-tested
+"""cloud-init NoCloud data for a VM: its name as hostname, its SSH keys, its runcmd. Pure (golden-tested
 in tests/unit/test_cloudinit.py); the agent writes it to a seed ISO next to the VM's disk."""
 
 from __future__ import annotations
+
+import json
 
 from kumo.model.vm import VMSpec
 
@@ -14,4 +16,8 @@ def nocloud(spec: VMSpec) -> tuple[str, str]:
     if spec.ssh_keys:
         user.append("ssh_authorized_keys:")
         user.extend(f"  - {key}" for key in spec.ssh_keys)
+    if spec.runcmd:
+        # JSON strings are YAML double-quoted scalars.
+        user.append("runcmd:")
+        user.extend(f"  - {json.dumps(cmd)}" for cmd in spec.runcmd)
     return meta, "\n".join(user) + "\n"

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from kumo.model.activity import Event, Task
 from kumo.model.host import HostRecord, Image, Network, Pool
+from kumo.model.migration import MigrationOverride, MigrationSettings
 from kumo.server.auth import AGENT_SECRET, TokenChecker
 from kumo.server.errors import ApiError, NotFound, Unauthorized, Upstream
 from kumo.server.leader import LeaderElector
@@ -131,7 +132,20 @@ def create_app(service: ClusterService, elector: LeaderElector | None = None) ->
 
     @app.post(f"{API}/vms/{{name}}/migrate", status_code=202)
     def migrate_vm(name: str, a: Actor, body: VMMigrate | None = None) -> Task:
-        return service.migrations.migrate(name, body.to if body else None, a)
+        body = body or VMMigrate()
+        return service.migrations.migrate(name, body.to, a, body.cold, body.policy)
+
+    @app.put(f"{API}/vms/{{name}}/migration-policy")
+    def vm_migration_policy(name: str, body: MigrationOverride, a: Actor) -> MigrationOverride:
+        return service.migrations.set_vm_policy(name, body, a).migration or MigrationOverride()
+
+    @app.get(f"{API}/migration-policy")
+    def get_migration_policy(_a: Actor) -> MigrationSettings:
+        return service.migrations.settings()
+
+    @app.put(f"{API}/migration-policy")
+    def set_migration_policy(body: MigrationSettings, a: Actor) -> MigrationSettings:
+        return service.migrations.set_settings(body, a)
 
     @app.post(f"{API}/tasks/{{task_id}}/cancel", status_code=202)
     def cancel_task(task_id: str, a: Actor) -> Task:

@@ -16,7 +16,7 @@ from kumo.store.base import ClusterStore, Compare, Put
 from kumo.store.records import decode, encode
 
 BOOTSTRAP = keys.ROOT + "bootstrap"
-AGENT_SECRET = keys.ROOT + "agent-secret"
+AGENT_SECRET = keys.AGENT_SECRET
 
 
 class TokenRecord(Frozen):

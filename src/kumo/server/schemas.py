@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kumo.model.activity import Event, Task
 from kumo.model.common import Name
 from kumo.model.host import HostRecord, HostState
+from kumo.model.migration import MigrationOverride
 from kumo.model.vm import BootDevice, Power, VMSpec, VMStatus
 
 
@@ -31,6 +32,9 @@ class VMCreate(Body):
     networks: list[Name] = Field(default_factory=lambda: ["public"], max_length=8)
     boot: list[BootDevice] = Field(default_factory=_default_boot, min_length=1, max_length=3)
     ssh_keys: list[str] = Field(default_factory=list, max_length=32)
+    runcmd: list[Annotated[str, Field(min_length=1, max_length=4096)]] = Field(
+        default_factory=list, max_length=32, description="cloud-init runcmd: commands run once"
+    )
     host: Name | None = None
     affinity: Name | None = None
     anti_affinity: Name | None = None
@@ -55,6 +59,8 @@ class VMCreate(Body):
 
 class VMMigrate(Body):
     to: Name | None = None  # default: the scheduler picks, under the placement rules
+    cold: bool = False  # move a stopped VM (its domain definition; the disk is shared)
+    policy: MigrationOverride | None = None  # this migration's changes to the VM's policy
 
 
 class HostMaintenance(Body):

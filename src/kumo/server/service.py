@@ -268,6 +268,7 @@ class ClusterService:
             nics=tuple(Nic(network=n, mac=_mac(vm_uuid, i)) for i, n in enumerate(req.networks)),
             boot=tuple(req.boot),
             ssh_keys=tuple(req.ssh_keys),
+            runcmd=tuple(req.runcmd),
             placement=PlacementRules(
                 host=req.host, affinity=req.affinity, anti_affinity=req.anti_affinity
             ),

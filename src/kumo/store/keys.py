@@ -14,6 +14,7 @@
 /kumo/leader              {"id": ...}           the leading server, bound to its lease
 /kumo/sched-epoch         counter               every placement; serialises capacity checks
 /kumo/config/migration    MigrationSettings     API (`kumo migration-policy set`)
+/kumo/agent-secret        secret                server at bootstrap; agents and servers present it
 """
 
 from __future__ import annotations
@@ -35,3 +36,4 @@ TOKENS = ROOT + "tokens/"
 LEADER = ROOT + "leader"
 SCHED_EPOCH = ROOT + "sched-epoch"
 MIGRATION_SETTINGS = ROOT + "config/migration"
+AGENT_SECRET = ROOT + "agent-secret"

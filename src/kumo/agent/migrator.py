@@ -1,0 +1,259 @@
+"""The source agent's side of a migration: each running migration of a VM on this host gets
+a thread that measures, chooses a strategy (strategy.py), runs the job, and records the end
+— placement, task and event — in the store.
+
+Cold (a stopped VM): undefine the domain here; the disk is on shared storage; the target's
+agent defines it there once the placement names it.
+Live: probe the link to the target's agent and measure the guest's dirty rate, choose, then
+migrate through libvirt with a :class:`Governor` watching. A migration job found already
+running (this agent restarted) is watched to its end, not started again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from kumo.agent import http
+from kumo.agent.strategy import Governor, Measured, choose
+from kumo.hypervisor.base import (
+    Directive,
+    DomainState,
+    HypervisorError,
+    MigrationCancelled,
+    MigrationTarget,
+)
+from kumo.model.activity import MigrationProgress, TaskState
+from kumo.model.host import HostRecord
+from kumo.model.vm import Migration, Placement, VMSpec
+from kumo.store import keys
+from kumo.store.activity import event_op, finish_task
+from kumo.store.base import Delete, StoreUnavailable
+from kumo.store.records import load, put
+
+if TYPE_CHECKING:
+    from kumo.agent.agent import Agent
+
+log = logging.getLogger("kumo.agent.migrate")
+PROBE_SECONDS = 0.3
+FAST_ENOUGH_S = 1.0  # the whole memory crosses the link faster: skip the dirty-rate measure
+
+
+class Migrator:
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.lock = threading.Lock()
+        self.migrating: set[str] = set()
+        self.moved_away: dict[str, int] = {}  # vm -> revision of its switch-over elsewhere
+        self.probe: Callable[[str, int, str, float], float | None] = http.probe_link
+
+    def snapshot(self) -> tuple[set[str], dict[str, int]]:
+        with self.lock:
+            return set(self.migrating), dict(self.moved_away)
+
+    def start(self, m: Migration) -> None:
+        with self.lock:
+            if m.vm in self.migrating:
+                return
+            self.migrating.add(m.vm)
+        if self.agent.config.threaded:
+            threading.Thread(
+                target=self._run, args=(m,), daemon=True, name=f"migrate-{m.vm}"
+            ).start()
+        else:
+            self._run(m)
+
+    def _run(self, m: Migration) -> None:
+        try:
+            if m.mode == "cold":
+                self._cold(m)
+            else:
+                self._live(m)
+        except StoreUnavailable as exc:
+            log.error("vm %s: migration bookkeeping failed: %s", m.vm, exc)
+        finally:
+            with self.lock:
+                self.migrating.discard(m.vm)
+            self.agent.wake()
+
+    # -- cold --------------------------------------------------------------------------
+    def _cold(self, m: Migration) -> None:
+        hv = self.agent.hv
+        here = next((d for d in hv.domains() if d.name == m.vm), None)
+        if here is not None and here.state not in (DomainState.SHUTOFF, DomainState.CRASHED):
+            self._failed(
+                m, f"{m.vm} is {here.state} on {m.source}; cold migration moves a stopped VM"
+            )
+            return
+        finish_task(self.agent.store, m.task, TaskState.RUNNING, f"{m.source} -> {m.target}: cold")
+        try:
+            if here is not None:
+                hv.undefine(m.vm)
+        except HypervisorError as exc:
+            self._failed(m, f"{exc}; {m.vm} stays on {m.source}")
+            return
+        self._done(m, None, "cold")
+
+    # -- live --------------------------------------------------------------------------
+    def _target(self, m: Migration) -> tuple[MigrationTarget, HostRecord] | None:
+        rec = load(self.agent.store, HostRecord, keys.HOSTS + m.target)
+        if rec is None:
+            return None
+        cfg = self.agent.config
+        return (
+            MigrationTarget(
+                host=m.target,
+                libvirt_uri=cfg.libvirt_uri.format(address=rec[0].address, host=m.target),
+                migrate_uri=cfg.migrate_uri.format(address=rec[0].address, host=m.target),
+            ),
+            rec[0],
+        )
+
+    def measure(self, m: Migration, spec: VMSpec, target: HostRecord) -> Measured:
+        store = self.agent.store
+        secret = store.get(keys.AGENT_SECRET)
+        link = (
+            self.probe(target.address, target.agent_port, secret.value.decode(), PROBE_SECONDS)
+            if secret
+            else None
+        )
+        dirty = None
+        if link is None or spec.memory_mib / link > FAST_ENOUGH_S:
+            try:
+                dirty = self.agent.hv.dirty_rate(m.vm, 1)
+            except HypervisorError:
+                dirty = None
+        mine = self.agent.hv.facts()
+        return Measured(
+            memory_mib=spec.memory_mib,
+            link_mib_s=link,
+            dirty_rate_mib_s=dirty,
+            postcopy=mine.postcopy and target.postcopy,
+            compression=mine.compression and target.compression,
+        )
+
+    def _live(self, m: Migration) -> None:
+        agent = self.agent
+        here = next((d for d in agent.hv.domains() if d.name == m.vm), None)
+        if here is None:
+            # Already gone from this host: the switch-over happened before we could record
+            # it (an agent restart). The VM runs on the target.
+            self._done(m, None, "switch-over seen after a restart")
+            return
+        found = self._target(m)
+        spec = load(agent.store, VMSpec, keys.VMS + m.vm)
+        if found is None or spec is None:
+            self._failed(m, f"target host {m.target} is not registered")
+            return
+        target, record = found
+        finish_task(agent.store, m.task, TaskState.RUNNING, f"{m.source} -> {m.target}: measuring")
+        seen = self.measure(m, spec[0], record)
+        strategy = choose(m.policy, seen)
+        agent.store.commit(
+            [],
+            [
+                event_op(
+                    agent.actor,
+                    f"vm/{m.vm}",
+                    "migration-strategy",
+                    f"{strategy.name}: {strategy.reason}",
+                )
+            ],
+        )
+        governor = Governor(strategy)
+        last = [0.0]
+        cancelled = [False]
+        latest = [MigrationProgress(strategy=strategy)]
+
+        def watch(p: MigrationProgress) -> Directive:
+            p = p.model_copy(update={"strategy": strategy, "downtime_target_ms": governor.downtime})
+            latest[0] = p
+            if time.monotonic() - last[0] >= 0.5:
+                last[0] = time.monotonic()
+                done = p.bytes_processed / p.bytes_total if p.bytes_total else 0.0
+                finish_task(
+                    agent.store,
+                    m.task,
+                    TaskState.RUNNING,
+                    f"{m.source} -> {m.target}: {strategy.name}, iteration {p.iteration}",
+                    progress=min(done, 0.99),
+                    migration=p,
+                )
+                current = load(agent.store, Migration, keys.MIGRATIONS + m.vm)
+                if current is None or current[0].cancel:
+                    cancelled[0] = True
+                    return Directive(abort=f"migration of {m.vm} to {m.target} cancelled")
+            answer = governor.step(p)
+            if answer.downtime_ms is not None:
+                agent.store.commit(
+                    [],
+                    [
+                        event_op(
+                            agent.actor,
+                            f"vm/{m.vm}",
+                            "migration-downtime",
+                            f"progress stalled at iteration {p.iteration}: downtime target "
+                            f"raised to {answer.downtime_ms} ms",
+                        )
+                    ],
+                )
+            return answer
+
+        try:
+            final = agent.hv.migrate(m.vm, target, strategy, watch)
+        except MigrationCancelled as exc:
+            self._failed(
+                m,
+                f"{exc}; {m.vm} runs on {m.source} as before",
+                TaskState.CANCELLED if cancelled[0] else TaskState.FAILED,
+                latest[0],
+            )
+            return
+        except HypervisorError as exc:
+            self._failed(m, f"{exc}; {m.vm} runs on {m.source} as before", progress=latest[0])
+            return
+        self._done(m, final.model_copy(update={"strategy": strategy}), strategy.name)
+
+    # -- the end -----------------------------------------------------------------------
+    def _done(self, m: Migration, final: MigrationProgress | None, how: str) -> None:
+        agent = self.agent
+        rev = agent.store.commit(
+            [],
+            [
+                put(keys.PLACEMENT + m.vm, Placement(host=m.target, at=agent.clock())),
+                Delete(keys.MIGRATIONS + m.vm),
+                event_op(
+                    agent.actor, f"vm/{m.vm}", "migrated", f"{m.source} -> {m.target} ({how})"
+                ),
+            ],
+        )
+        with self.lock:
+            # Set before the VM leaves `migrating`: a pass that read the old placement skips it.
+            self.moved_away[m.vm] = rev or 0
+        agent.mem.last_status.pop(m.vm, None)
+        summary = (
+            f"{m.vm} now runs on {m.target}" if m.mode == "live" else f"{m.vm} now on {m.target}"
+        )
+        if final is not None and final.downtime_ms is not None:
+            summary += f" (downtime {final.downtime_ms:.0f} ms, {final.elapsed_s:.1f} s, {how})"
+        finish_task(agent.store, m.task, TaskState.SUCCEEDED, summary, migration=final)
+
+    def _failed(
+        self,
+        m: Migration,
+        reason: str,
+        state: TaskState = TaskState.FAILED,
+        progress: MigrationProgress | None = None,
+    ) -> None:
+        agent = self.agent
+        agent.store.commit(
+            [],
+            [
+                Delete(keys.MIGRATIONS + m.vm),
+                event_op(agent.actor, f"vm/{m.vm}", "migration-" + state.value, reason),
+            ],
+        )
+        finish_task(agent.store, m.task, state, reason, migration=progress)

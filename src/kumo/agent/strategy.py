@@ -1,0 +1,161 @@
+"""How the source agent runs a live migration: pure decisions, tested in
+tests/unit/test_strategy.py.
+
+:func:`choose` picks the strategy up front from the policy and two measurements taken just
+before starting: the link's rate to the target (a short probe over the storage network) and
+the guest's dirty rate (libvirt's dirty-rate calculation).
+
+- Pre-copy converges when the guest dirties memory clearly slower than the link carries it.
+  Auto-converge stays on as a safety net, with QEMU's gentle defaults.
+- Otherwise post-copy, when both hosts support it and the policy allows.
+- Otherwise pre-copy with auto-converge that starts throttling hard, sized from the ratio of
+  the two rates: QEMU's defaults (20 %, +10 % per round) take many rounds over a slow link.
+- On a slow link (under 1 Gbit/s) pages are compressed: CPU is cheaper than the wire.
+  On a fast one, a guest that dirties memory gets xbzrle (re-sent pages as deltas).
+
+:class:`Governor` watches the running job: it raises the downtime target in steps when
+progress stalls with the guest throttled as far as it goes, and aborts at the completion
+timeout — a migration never ends in a forced pause.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from kumo.hypervisor.base import Directive
+from kumo.model.activity import MigrationProgress
+from kumo.model.migration import MigrationPolicy, Strategy
+
+SLOW_LINK_MIB_S = 110.0  # about 1 Gbit/s
+CONVERGES = 0.5  # pre-copy is left alone while dirty rate < this share of the link
+MAX_THROTTLE = 99  # QEMU's ceiling
+STALL_ROUNDS = 2  # rounds without progress, throttled to the ceiling, before raising downtime
+DOWNTIME_STEP = 1.5
+
+
+@dataclass(frozen=True)
+class Measured:
+    memory_mib: int
+    link_mib_s: float | None  # None: not measured
+    dirty_rate_mib_s: float | None  # None: not measured (the link carries the RAM at once)
+    postcopy: bool  # both hosts support post-copy
+    compression: bool  # QEMU/libvirt can compress pages
+
+
+def _pow2(mib: float) -> int:
+    return int(2 ** math.ceil(math.log2(max(mib, 1.0))))
+
+
+def choose(policy: MigrationPolicy, seen: Measured) -> Strategy:
+    link = seen.link_mib_s
+    if policy.bandwidth_mib_s:
+        link = min(link, policy.bandwidth_mib_s) if link else float(policy.bandwidth_mib_s)
+    dirty = seen.dirty_rate_mib_s
+    timeout = max(float(policy.min_timeout_s), policy.timeout_s_per_gib * seen.memory_mib / 1024.0)
+    slow = link is not None and link < SLOW_LINK_MIB_S
+    compress = seen.compression and (
+        policy.compression == "on" or (policy.compression == "auto" and slow)
+    )
+    busy = dirty is not None and dirty >= 1.0
+    xbzrle = policy.xbzrle == "on" or (policy.xbzrle == "auto" and busy and not compress)
+    parallel = 0 if compress else policy.parallel
+    base = Strategy(
+        name="",
+        reason="",
+        dirty_rate_mib_s=dirty,
+        link_mib_s=seen.link_mib_s,
+        auto_converge=policy.auto_converge,
+        xbzrle=xbzrle,
+        xbzrle_cache_mib=min(_pow2(seen.memory_mib / 2), 1024) if xbzrle else 0,
+        compression=compress,
+        parallel=parallel,
+        bandwidth_mib_s=policy.bandwidth_mib_s,
+        downtime_ms=policy.downtime_ms,
+        max_downtime_ms=policy.max_downtime_ms,
+        timeout_s=timeout,
+    )
+    on = [
+        x
+        for x, used in (("compression", compress), ("xbzrle", xbzrle), ("multifd", parallel > 0))
+        if used
+    ]
+    suffix = "".join("+" + x for x in on)
+    rates = (f"dirty {dirty:.1f} MiB/s" if dirty is not None else "dirty rate not measured") + (
+        f", link {link:.1f} MiB/s" if link else ", link not measured"
+    )
+    if dirty is None or link is None or dirty < CONVERGES * link:
+        return base.model_copy(
+            update={"name": "pre-copy" + suffix, "reason": f"{rates}: plain pre-copy converges"}
+        )
+    if policy.postcopy == "auto" and seen.postcopy:
+        return base.model_copy(
+            update={
+                "name": "post-copy" + suffix,
+                "reason": f"{rates}: pre-copy cannot converge; post-copy after the first round",
+                "postcopy": True,
+            }
+        )
+    if not policy.auto_converge:
+        return base.model_copy(
+            update={
+                "name": "pre-copy" + suffix,
+                "reason": f"{rates}: pre-copy may not converge and the policy forbids "
+                "throttling; the downtime target rises in steps, then the timeout aborts",
+            }
+        )
+    # Throttle so the guest dirties at most half of what the link carries.
+    initial = max(20, min(MAX_THROTTLE, 100 - int(100 * CONVERGES * link / dirty)))
+    why = (
+        "post-copy not supported by both hosts"
+        if policy.postcopy == "auto"
+        else "post-copy off by policy"
+    )
+    return base.model_copy(
+        update={
+            "name": "pre-copy+throttle" + suffix,
+            "reason": f"{rates}: pre-copy cannot converge ({why}); auto-converge from {initial} %",
+            "throttle_initial": initial,
+            "throttle_increment": max(5, (MAX_THROTTLE - initial) // 2),
+        }
+    )
+
+
+class Governor:
+    """Decides, at each progress sample, whether to raise the downtime target, switch to
+    post-copy or abort."""
+
+    def __init__(self, strategy: Strategy) -> None:
+        self.s = strategy
+        self.downtime = strategy.downtime_ms
+        self._round = 0
+        self._best_remaining: int | None = None
+        self._stalled = 0
+        self._switched = False
+
+    def step(self, p: MigrationProgress) -> Directive:
+        if p.elapsed_s >= self.s.timeout_s:
+            return Directive(
+                abort=f"did not complete within {self.s.timeout_s:.0f} s (the policy's "
+                f"timeout for this VM's memory); aborted, never force-paused"
+            )
+        if p.iteration <= self._round:
+            return Directive()
+        self._round = p.iteration
+        if self.s.postcopy and not self._switched and p.iteration >= 2:
+            self._switched = True
+            return Directive(postcopy=True)
+        # One sample per new round: did the remaining data shrink?
+        if self._best_remaining is None or p.bytes_remaining < 0.9 * self._best_remaining:
+            self._best_remaining = p.bytes_remaining
+            self._stalled = 0
+            return Directive()
+        throttled_out = not self.s.auto_converge or p.throttle_pct >= MAX_THROTTLE
+        if p.iteration < 3 or not throttled_out:
+            return Directive()
+        self._stalled += 1
+        if self._stalled < STALL_ROUNDS or self.downtime >= self.s.max_downtime_ms:
+            return Directive()
+        self._stalled = 0
+        self.downtime = min(self.s.max_downtime_ms, int(self.downtime * DOWNTIME_STEP))
+        return Directive(downtime_ms=self.downtime)
