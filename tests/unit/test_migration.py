@@ -3,6 +3,8 @@ hypervisors: the command's checks, progress, switch-over, cancel and failure."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pytest
 
 from kumo.agent.agent import Agent, AgentConfig
@@ -22,7 +24,7 @@ from kumo.store.records import load, put
 
 
 class Cluster:
-    def __init__(self) -> None:
+    def __init__(self, domain_type: Literal["kvm", "qemu"] = "qemu") -> None:
         self.store = MemoryStore()
         self.svc = ClusterService(self.store)
         define_basics(self.svc)
@@ -35,7 +37,7 @@ class Cluster:
             cfg = AgentConfig(
                 h,
                 f"198.18.1.{10 + int(h[1])}",
-                "qemu",
+                domain_type,
                 libvirt_uri="fake+tcp://{host}/system",
                 threaded=False,
             )
@@ -208,7 +210,16 @@ def test_a_pass_on_a_snapshot_older_than_the_switch_over_does_not_recreate_the_v
     assert "web1" not in [d.name for d in c.hv["h1"].domains()]
 
 
-def test_a_busy_guest_on_a_slow_link_gets_throttling_and_compression(c: Cluster) -> None:
+@pytest.mark.parametrize(
+    ("domain_type", "strategy"),
+    [("kvm", "pre-copy+throttle+compression"), ("qemu", "pre-copy+throttle")],
+)
+def test_a_busy_guest_on_a_slow_link_gets_throttling_and_compression_unless_tcg(
+    domain_type: Literal["kvm", "qemu"], strategy: str
+) -> None:
+    c = Cluster(domain_type)
+    c.svc.create_vm(VMCreate(name="web1", image="img", memory_mib=128, host="h1"), "t")
+    c.tick()
     c.link_mib_s = 9.5  # 80 Mbit/s
     c.hv["h1"].dirty_mib_s = 60.0
     task = c.svc.migrations.migrate("web1", "h2", "t")
@@ -217,7 +228,9 @@ def test_a_busy_guest_on_a_slow_link_gets_throttling_and_compression(c: Cluster)
     assert t.state == TaskState.SUCCEEDED and c.host_of("web1") == "h2"
     assert t.migration is not None and t.migration.strategy is not None
     s = t.migration.strategy
-    assert s.name == "pre-copy+throttle+compression"
+    assert s.name == strategy
+    if domain_type == "qemu":
+        return
     assert (s.link_mib_s, s.dirty_rate_mib_s) == (9.5, 60.0)
     assert s.throttle_initial == 93 and s.compression and not s.xbzrle
     assert c.hv["h1"].strategies == [s]
@@ -311,3 +324,21 @@ def test_cold_migration_moves_a_stopped_vm(c: Cluster) -> None:
     [dom] = [d for d in c.hv[target].domains() if d.name == "free"]
     assert dom.state == "shutoff"
     assert c.svc.vm("free").state == "stopped"
+
+
+def test_a_recent_background_sample_spares_the_wait_for_a_dirty_rate(c: Cluster) -> None:
+    now = [1000.0]
+    src = c.agents["h1"]
+    src.migrator.clock = lambda: now[0]
+    c.link_mib_s = 9.5  # slow: the dirty rate matters
+    c.hv["h1"].dirty_mib_s = 30.0
+    c.tick()  # samples web1 in the background
+    now[0] += 5
+    c.svc.migrations.migrate("web1", "h2", "t")
+    c.tick()
+    assert c.hv["h1"].measured == [] and c.hv["h1"].strategies[-1].dirty_rate_mib_s == 30.0
+    c.svc.migrations.migrate("free", "h3" if c.host_of("free") != "h3" else "h2", "t")
+    free_src = c.agents[c.host_of("free")]
+    free_src.migrator.sampled.clear()  # e.g. the agent just restarted: measure now
+    c.tick()
+    assert c.hv[free_src.config.host].measured == ["free"]

@@ -16,7 +16,7 @@ def seen(link: float | None, dirty: float | None, postcopy: bool = False) -> Mea
         link_mib_s=link,
         dirty_rate_mib_s=dirty,
         postcopy=postcopy,
-        compression=True,
+        encoding=True,
     )
 
 
@@ -91,3 +91,17 @@ def test_the_governor_switches_to_post_copy_after_the_first_round() -> None:
     assert not g.step(progress(1, 100)).postcopy
     assert g.step(progress(2, 100)).postcopy
     assert not g.step(progress(3, 100)).postcopy
+
+
+def test_page_encoding_is_never_used_where_it_is_unsafe() -> None:
+    tcg = Measured(
+        memory_mib=2048, link_mib_s=9.0, dirty_rate_mib_s=60.0, postcopy=False, encoding=False
+    )
+    forced = effective(POLICY, MigrationOverride(xbzrle="on", compression="on"))
+    s = choose(forced, tcg)
+    assert not s.xbzrle and not s.compression and s.name == "pre-copy+throttle"
+
+
+def test_post_copy_goes_without_compression() -> None:
+    s = choose(POLICY, seen(9.0, 60.0, postcopy=True))
+    assert s.postcopy and not s.compression and s.name == "post-copy"

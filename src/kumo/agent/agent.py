@@ -26,6 +26,7 @@ from kumo.agent.decide import Action, Observed, decide, report
 from kumo.agent.migrator import Migrator
 from kumo.hypervisor.base import (
     Domain,
+    DomainState,
     Hypervisor,
     HypervisorError,
 )
@@ -103,7 +104,7 @@ class Agent:
             qemu_version=facts.qemu_version,
             domain_type=self.config.domain_type,
             postcopy=facts.postcopy,
-            compression=facts.compression,
+            page_encoding=self.page_encoding(facts.compression),
             pools=self._reachable_pools(),
             networks=self._reachable_networks(),
             schedulable=existing[0].schedulable if existing else True,
@@ -125,6 +126,11 @@ class Agent:
             ],
         )
         self.lease = lease
+
+    def page_encoding(self, supported: bool) -> bool:
+        """Whether migrations from and to this host may use xbzrle or compression: QEMU
+        7.2 corrupted TCG guests' memory with either (ADR 0006); KVM guests are safe."""
+        return supported and self.config.domain_type == "kvm"
 
     def keepalive(self) -> None:
         try:
@@ -197,6 +203,9 @@ class Agent:
                 self._reconcile(spec, rev, domains.get(name), status)
             except (HypervisorError, VolumeError) as exc:
                 self._fail(spec, str(exc))
+        self.migrator.sample(
+            [n for n in mine if n in domains and domains[n].state == DomainState.RUNNING]
+        )
 
     def _reconcile(
         self, spec: VMSpec, rev: int, dom: Domain | None, status: VMStatus | None

@@ -11,6 +11,7 @@ running (this agent restarted) is watched to its end, not started again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kumo.agent.migrate")
 PROBE_SECONDS = 0.3
+SAMPLE_EVERY_S = 20.0  # background dirty-rate measurements of running VMs
+SAMPLE_FRESH_S = 45.0  # a migration uses a sample this recent instead of measuring anew
 FAST_ENOUGH_S = 1.0  # the whole memory crosses the link faster: skip the dirty-rate measure
 
 
@@ -49,6 +52,32 @@ class Migrator:
         self.migrating: set[str] = set()
         self.moved_away: dict[str, int] = {}  # vm -> revision of its switch-over elsewhere
         self.probe: Callable[[str, int, str, float], float | None] = http.probe_link
+        self.clock: Callable[[], float] = time.monotonic
+        self.sampled: dict[str, float] = {}  # vm -> when its last background measure began
+
+    def sample(self, running: list[str]) -> None:
+        """Keep a recent dirty rate for each running VM (libvirt measures in the
+        background, 1 s of page sampling), so a migration need not wait for one."""
+        now = self.clock()
+        for vm in list(self.sampled):
+            if vm not in running:
+                del self.sampled[vm]
+        for vm in running:
+            if now - self.sampled.get(vm, -1e9) >= SAMPLE_EVERY_S:
+                with contextlib.suppress(HypervisorError):
+                    self.agent.hv.start_dirty_rate(vm, 1)
+                    self.sampled[vm] = now
+
+    def _dirty_rate(self, vm: str) -> float | None:
+        age = self.clock() - self.sampled.get(vm, -1e9)
+        try:
+            if 2.0 <= age <= SAMPLE_FRESH_S:
+                found = self.agent.hv.last_dirty_rate(vm)
+                if found is not None:
+                    return found
+            return self.agent.hv.dirty_rate(vm, 1)
+        except HypervisorError:
+            return None
 
     def snapshot(self) -> tuple[set[str], dict[str, int]]:
         with self.lock:
@@ -122,17 +151,14 @@ class Migrator:
         )
         dirty = None
         if link is None or spec.memory_mib / link > FAST_ENOUGH_S:
-            try:
-                dirty = self.agent.hv.dirty_rate(m.vm, 1)
-            except HypervisorError:
-                dirty = None
+            dirty = self._dirty_rate(m.vm)
         mine = self.agent.hv.facts()
         return Measured(
             memory_mib=spec.memory_mib,
             link_mib_s=link,
             dirty_rate_mib_s=dirty,
             postcopy=mine.postcopy and target.postcopy,
-            compression=mine.compression and target.compression,
+            encoding=self.agent.page_encoding(mine.compression) and target.page_encoding,
         )
 
     def _live(self, m: Migration) -> None:
@@ -234,11 +260,12 @@ class Migrator:
             # Set before the VM leaves `migrating`: a pass that read the old placement skips it.
             self.moved_away[m.vm] = rev or 0
         agent.mem.last_status.pop(m.vm, None)
-        summary = (
-            f"{m.vm} now runs on {m.target}" if m.mode == "live" else f"{m.vm} now on {m.target}"
-        )
-        if final is not None and final.downtime_ms is not None:
-            summary += f" (downtime {final.downtime_ms:.0f} ms, {final.elapsed_s:.1f} s, {how})"
+        summary = f"{m.vm} now {'runs' if m.mode == 'live' else 'is'} on {m.target}"
+        if final is not None:
+            pause = (
+                f"downtime {final.downtime_ms:.0f} ms, " if final.downtime_ms is not None else ""
+            )
+            summary += f" ({pause}{final.elapsed_s:.1f} s, {how})"
         finish_task(agent.store, m.task, TaskState.SUCCEEDED, summary, migration=final)
 
     def _failed(

@@ -12,6 +12,9 @@ the guest's dirty rate (libvirt's dirty-rate calculation).
   the two rates: QEMU's defaults (20 %, +10 % per round) take many rounds over a slow link.
 - On a slow link (under 1 Gbit/s) pages are compressed: CPU is cheaper than the wire.
   On a fast one, a guest that dirties memory gets xbzrle (re-sent pages as deltas).
+  Neither where the hosts say page encoding is unsafe: under TCG, QEMU 7.2 corrupted guest
+  memory with either (ADR 0006); the policy cannot force them there.
+- Post-copy never goes with compression (the same corruption was seen).
 
 :class:`Governor` watches the running job: it raises the downtime target in steps when
 progress stalls with the guest throttled as far as it goes, and aborts at the completion
@@ -40,7 +43,7 @@ class Measured:
     link_mib_s: float | None  # None: not measured
     dirty_rate_mib_s: float | None  # None: not measured (the link carries the RAM at once)
     postcopy: bool  # both hosts support post-copy
-    compression: bool  # QEMU/libvirt can compress pages
+    encoding: bool  # xbzrle and compression are safe on both hosts (not under TCG)
 
 
 def _pow2(mib: float) -> int:
@@ -54,11 +57,13 @@ def choose(policy: MigrationPolicy, seen: Measured) -> Strategy:
     dirty = seen.dirty_rate_mib_s
     timeout = max(float(policy.min_timeout_s), policy.timeout_s_per_gib * seen.memory_mib / 1024.0)
     slow = link is not None and link < SLOW_LINK_MIB_S
-    compress = seen.compression and (
+    compress = seen.encoding and (
         policy.compression == "on" or (policy.compression == "auto" and slow)
     )
     busy = dirty is not None and dirty >= 1.0
-    xbzrle = policy.xbzrle == "on" or (policy.xbzrle == "auto" and busy and not compress)
+    xbzrle = seen.encoding and (
+        policy.xbzrle == "on" or (policy.xbzrle == "auto" and busy and not compress)
+    )
     parallel = 0 if compress else policy.parallel
     base = Strategy(
         name="",
@@ -91,9 +96,10 @@ def choose(policy: MigrationPolicy, seen: Measured) -> Strategy:
     if policy.postcopy == "auto" and seen.postcopy:
         return base.model_copy(
             update={
-                "name": "post-copy" + suffix,
+                "name": "post-copy" + ("+xbzrle" if xbzrle else ""),
                 "reason": f"{rates}: pre-copy cannot converge; post-copy after the first round",
                 "postcopy": True,
+                "compression": False,
             }
         )
     if not policy.auto_converge:

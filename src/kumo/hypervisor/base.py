@@ -98,8 +98,16 @@ class Hypervisor(Protocol):
     def undefine(self, name: str) -> None: ...
 
     def dirty_rate(self, name: str, seconds: int = 1) -> float | None:
-        """The guest's dirty rate in MiB/s, measured over ``seconds``; None when this
+        """The guest's dirty rate in MiB/s, measured now over ``seconds``; None when this
         hypervisor cannot measure it."""
+        ...
+
+    def start_dirty_rate(self, name: str, seconds: int = 1) -> None:
+        """Start measuring the dirty rate in the background (returns at once)."""
+        ...
+
+    def last_dirty_rate(self, name: str) -> float | None:
+        """The result of the last finished measurement, if any."""
         ...
 
     def migrate(

@@ -47,6 +47,8 @@ class FakeHypervisor:
         self.dirty_mib_s: float | None = 0.0  # what dirty_rate() reports
         self.strategies: list[Strategy] = []  # what migrate() was asked to do, in order
         self.directives: list[Directive] = []  # what the watcher answered
+        self.measured: list[str] = []  # domains whose dirty rate was measured while waiting
+        self._sampled: dict[str, float | None] = {}
         FAKE_HOSTS[f"fake+tcp://{hostname}/system"] = self
 
     def _check(self) -> None:
@@ -166,7 +168,16 @@ class FakeHypervisor:
 
     def dirty_rate(self, name: str, seconds: int = 1) -> float | None:
         self._dom(name)
+        self.measured.append(name)
         return self.dirty_mib_s
+
+    def start_dirty_rate(self, name: str, seconds: int = 1) -> None:
+        self._dom(name)
+        self._sampled[name] = self.dirty_mib_s
+
+    def last_dirty_rate(self, name: str) -> float | None:
+        self._dom(name)
+        return self._sampled.get(name)
 
     def on_change(self, callback: Callable[[str], None]) -> None:
         self._callbacks.append(callback)

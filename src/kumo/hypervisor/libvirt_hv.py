@@ -243,23 +243,37 @@ class LibvirtHypervisor:
             name, "undefine", lambda d: d.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
         )
 
+    def start_dirty_rate(self, name: str, seconds: int = 1) -> None:
+        with contextlib.suppress(libvirt.libvirtError):  # QEMU too old, or not running
+            self._dom(name).startDirtyRateCalc(seconds, 0)
+
+    def _dirty_stats(self, name: str) -> dict[str, Any]:
+        try:
+            [(_d, stats)] = self._conn.domainListGetStats(
+                [self._dom(name)], libvirt.VIR_DOMAIN_STATS_DIRTYRATE
+            )
+        except libvirt.libvirtError:
+            return {}
+        return dict(stats)
+
+    def last_dirty_rate(self, name: str) -> float | None:
+        stats = self._dirty_stats(name)
+        if stats.get("dirtyrate.calc_status") != 2:  # 2: measured
+            return None
+        return float(stats.get("dirtyrate.megabytes_per_second", 0))
+
     def dirty_rate(self, name: str, seconds: int = 1) -> float | None:
         dom = self._dom(name)
         try:
             dom.startDirtyRateCalc(seconds, 0)
         except libvirt.libvirtError:
-            return None  # QEMU or libvirt too old, or the domain is not running
+            return None
         deadline = time.monotonic() + seconds + 5
+        time.sleep(seconds)
         while time.monotonic() < deadline:
-            time.sleep(0.1 if time.monotonic() < deadline - 5 + seconds else 0.05)
-            try:
-                [(_d, stats)] = self._conn.domainListGetStats(
-                    [dom], libvirt.VIR_DOMAIN_STATS_DIRTYRATE
-                )
-            except libvirt.libvirtError:
-                return None
-            if stats.get("dirtyrate.calc_status") == 2:  # measured
-                return float(stats.get("dirtyrate.megabytes_per_second", 0))
+            if self._dirty_stats(name).get("dirtyrate.calc_status") == 2:
+                return self.last_dirty_rate(name)
+            time.sleep(0.05)
         return None
 
     def migrate(
@@ -298,6 +312,8 @@ class LibvirtHypervisor:
         last = MigrationProgress()
         aborted: str | None = None
         downtime_set = False
+        postcopy = False
+        began = time.monotonic()
         while worker.is_alive():
             worker.join(0.5)
             if not worker.is_alive():
@@ -313,8 +329,9 @@ class LibvirtHypervisor:
                 answer = watch(last)
                 if answer.downtime_ms is not None:
                     dom.migrateSetMaxDowntime(answer.downtime_ms, 0)
-                if answer.postcopy:
+                if answer.postcopy and not postcopy:
                     dom.migrateStartPostCopy(0)
+                    postcopy = True
                 if answer.abort and not aborted:
                     aborted = answer.abort
                     dom.abortJob()
@@ -336,10 +353,22 @@ class LibvirtHypervisor:
                 stats = dest.lookupByName(name).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
             finally:
                 dest.close()
-            if stats:
-                return _progress(stats, completed=True)
+            if stats and "memory_total" in stats:
+                return _progress(stats, completed=True).model_copy(update={"postcopy": postcopy})
         except libvirt.libvirtError:
             pass
+        if postcopy:
+            # libvirt keeps no statistics of a job that ended in post-copy: the last sample,
+            # with the time it took; the pause itself is not measured.
+            return last.model_copy(
+                update={
+                    "postcopy": True,
+                    "bytes_remaining": 0,
+                    "bytes_processed": last.bytes_total,
+                    "elapsed_s": time.monotonic() - began,
+                    "eta_s": 0.0,
+                }
+            )
         if self._still_here(name):
             raise HypervisorError(
                 f"libvirt on {self.host}: migrate {name}: the job ended and {name} still runs here"

@@ -21,7 +21,8 @@ class HostRecord(Frozen):
     qemu_version: str
     domain_type: Literal["kvm", "qemu"]
     postcopy: bool = False  # QEMU can do post-copy migration here (userfaultfd)
-    compression: bool = False  # libvirt/QEMU can compress migration pages
+    # xbzrle and compression are safe for migrations here: not under TCG (ADR 0006)
+    page_encoding: bool = False
     pools: tuple[Name, ...] = ()
     networks: tuple[Name, ...] = ()
     schedulable: bool = True

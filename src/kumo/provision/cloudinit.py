@@ -1,5 +1,6 @@
-"""cloud-init NoCloud data for a VM: its name as hostname, its SSH keys, its runcmd. Pure (golden-tested
-in tests/unit/test_cloudinit.py); the agent writes it to a seed ISO next to the VM's disk."""
+"""cloud-init NoCloud data for a VM: its name as hostname, its SSH keys, its runcmd. Pure
+(golden-tested in tests/unit/test_cloudinit.py); the agent writes it to a seed ISO next to
+the VM's disk."""
 
 from __future__ import annotations
 
