@@ -155,6 +155,93 @@ def test_same_host_and_stopped_vm_are_refused(plan: LabPlan) -> None:
     assert proc.returncode != 0 and "live migration moves a running VM" in proc.stderr
 
 
+def start_migration(vm: str, target: str) -> str:
+    out = kumo("vm", "migrate", vm, "--to", target).stdout
+    tid = re.search(r"task (\w+)", out)
+    assert tid is not None, out
+    deadline = time.monotonic() + 60
+    while not (task(tid.group(1)).get("migration") or {}).get("bytes_processed"):
+        assert time.monotonic() < deadline, task(tid.group(1))
+        time.sleep(0.3)
+    return tid.group(1)
+
+
+def wait_done(tid: str, timeout: float = 180) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while (t := task(tid))["state"] not in ("cancelled", "failed", "succeeded"):
+        assert time.monotonic() < deadline, t
+        time.sleep(0.5)
+    return t
+
+
+def running_on(vm: str, plan: LabPlan) -> list[str]:
+    return [
+        h.name
+        for h in plan.hosts
+        if vm
+        in kumo("lab", "exec", h.name, "--", "virsh", "list", "--state-running", "--name").stdout
+    ]
+
+
+def test_target_libvirtd_dying_mid_migration_leaves_the_vm_on_the_source(plan: LabPlan) -> None:
+    source = host_of("mv")
+    target = next(h.name for h in plan.hosts if h.name != source)
+    boot = HEARTBEAT.findall(console("mv"))[-1][0]
+    kumo("lab", "fault", "slow", source, "storage", "4mbit")
+    try:
+        tid = start_migration("mv", target)
+        kumo("lab", "fault", "kill-libvirtd", target)
+        t = wait_done(tid, 120)
+    finally:
+        kumo("lab", "fault", "heal", source)
+        kumo("lab", "fault", "heal", target)
+    assert t["state"] == "failed", t
+    assert f"runs on {source} as before" in t["message"], t["message"]
+    assert host_of("mv") == source and running_on("mv", plan) == [source]
+    deadline = time.monotonic() + 30  # libvirtd, back, kills the half-received domain
+    while "mv" in domains(target):
+        assert time.monotonic() < deadline, kumo("lab", "exec", target, "--", "virsh", "list")
+        time.sleep(1)
+    time.sleep(2)
+    assert HEARTBEAT.findall(console("mv"))[-1][0] == boot
+
+
+def test_source_agent_restarting_mid_migration_ends_in_a_true_state(plan: LabPlan) -> None:
+    source = host_of("mv")
+    target = next(h.name for h in plan.hosts if h.name != source)
+    boot = HEARTBEAT.findall(console("mv"))[-1][0]
+    kumo("lab", "fault", "slow", source, "storage", "16mbit")
+    try:
+        tid = start_migration("mv", target)
+        kumo("lab", "fault", "kill-agent", source)
+        time.sleep(2)
+        kumo("lab", "fault", "heal", source)  # starts the agent again; the link stays slow
+        kumo("lab", "fault", "slow", source, "storage", "16mbit")
+        t = wait_done(tid, 180)
+    finally:
+        kumo("lab", "fault", "heal", source)
+    # libvirtd carried the job on; the new agent watched it end and recorded where it went
+    assert t["state"] == "succeeded", t
+    assert running_on("mv", plan) == [host_of("mv")] == [target]
+    time.sleep(2)
+    assert HEARTBEAT.findall(console("mv"))[-1][0] == boot
+
+
+def test_cold_migration_moves_a_stopped_vm(plan: LabPlan) -> None:
+    source = host_of("free")  # stopped by the test before
+    target = next(h.name for h in plan.hosts if h.name != source)
+    proc = kumo("vm", "migrate", "free", "--to", target, check=False)
+    assert proc.returncode != 0 and "use --cold" in proc.stderr
+    out = kumo("vm", "migrate", "free", "--cold", "--to", target, "--wait").stdout
+    assert f"now is on {target}" in out, out
+    assert host_of("free") == target
+    assert "free" in domains(target) and "free" not in domains(source)
+    kumo("vm", "start", "free", "--wait")
+    assert running_on("free", plan) == [target]
+    proc = kumo("vm", "migrate", "free", "--cold", check=False)
+    assert proc.returncode != 0 and "cold migration moves a stopped VM" in proc.stderr
+
+
 def test_maintenance_moves_every_vm_away_and_back(plan: LabPlan) -> None:
     kumo("vm", "delete", "mv", "--wait")  # pinned to h1: it could not leave
     for h in ("h2", "h3"):
@@ -168,8 +255,13 @@ def test_maintenance_moves_every_vm_away_and_back(plan: LabPlan) -> None:
         f"d{i}": wait_console(f"d{i}", r"KUMO-GUEST boot=(\S+) n=2 ").group(1) for i in range(4)
     }
 
+    kumo("migration-policy", "set", "--max-per-host", "1")
     out = kumo("host", "maintenance", "enter", "h1", "--wait", timeout=600).stdout
     assert "in maintenance" in out
+    events = json.loads(kumo("events", "--limit", "400", "-o", "json").stdout)
+    queued = [e for e in events if e["action"] == "migrate" and "queued:" in e["message"]]
+    assert len(queued) >= 3, queued  # one at a time from h1: three waited their turn
+    kumo("migration-policy", "set", "--max-per-host", "2")
     where = {f"d{i}": host_of(f"d{i}") for i in range(4)}
     assert set(where.values()) <= {"h2", "h3"}, (
         where,

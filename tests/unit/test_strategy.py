@@ -87,10 +87,20 @@ def test_the_governor_aborts_at_the_timeout() -> None:
 
 
 def test_the_governor_switches_to_post_copy_after_the_first_round() -> None:
-    g = Governor(choose(POLICY, seen(100.0, 400.0, postcopy=True)))
+    s = choose(POLICY, seen(100.0, 60.0, postcopy=True))
+    assert s.postcopy and not s.postcopy_at_once and s.bandwidth_mib_s == 90
+    g = Governor(s)
     assert not g.step(progress(1, 100)).postcopy
     assert g.step(progress(2, 100)).postcopy
     assert not g.step(progress(3, 100)).postcopy
+
+
+def test_post_copy_at_once_when_the_guest_outruns_the_link() -> None:
+    s = choose(POLICY, seen(9.5, 60.0, postcopy=True))
+    assert s.postcopy_at_once and s.bandwidth_mib_s == 8 and "at once" in s.reason
+    g = Governor(s)
+    assert g.step(progress(1, 100)).postcopy
+    assert not g.step(progress(1, 90)).postcopy
 
 
 def test_page_encoding_is_never_used_where_it_is_unsafe() -> None:

@@ -391,7 +391,7 @@ class AgentDaemon:
                 start = self.agent.store.revision() + 1
                 watch = self.agent.store.watch(keys.ROOT, start)
                 for ev in watch:
-                    if ev.key.startswith((keys.VMS, keys.PLACEMENT)):
+                    if ev.key.startswith((keys.VMS, keys.PLACEMENT, keys.MIGRATIONS)):
                         self.wake.set()
                     if self.stop.is_set():
                         watch.cancel()

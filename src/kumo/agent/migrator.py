@@ -59,8 +59,8 @@ class Migrator:
         """Keep a recent dirty rate for each running VM (libvirt measures in the
         background, 1 s of page sampling), so a migration need not wait for one."""
         now = self.clock()
-        for vm in list(self.sampled):
-            if vm not in running:
+        for vm, at in list(self.sampled.items()):
+            if now - at > SAMPLE_FRESH_S:  # gone, or moving: a migration may still read it
                 del self.sampled[vm]
         for vm in running:
             if now - self.sampled.get(vm, -1e9) >= SAMPLE_EVERY_S:
@@ -176,8 +176,17 @@ class Migrator:
             return
         target, record = found
         finish_task(agent.store, m.task, TaskState.RUNNING, f"{m.source} -> {m.target}: measuring")
+        began = time.monotonic()
         seen = self.measure(m, spec[0], record)
         strategy = choose(m.policy, seen)
+        log.info(
+            "vm %s: migration to %s picked up %.2f s after the request, measured in %.2f s: %s",
+            m.vm,
+            m.target,
+            agent.clock() - m.started_at,
+            time.monotonic() - began,
+            strategy.reason,
+        )
         agent.store.commit(
             [],
             [

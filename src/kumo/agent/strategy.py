@@ -7,7 +7,11 @@ the guest's dirty rate (libvirt's dirty-rate calculation).
 
 - Pre-copy converges when the guest dirties memory clearly slower than the link carries it.
   Auto-converge stays on as a safety net, with QEMU's gentle defaults.
-- Otherwise post-copy, when both hosts support it and the policy allows.
+- Otherwise post-copy, when both hosts support it and the policy allows: after the first
+  round, or at once when the guest dirties memory faster than the link carries it (each
+  round before the switch would only re-send the working set). The stream is paced just
+  under the measured link so that the switch-over and the guest's page requests do not
+  wait behind a full queue on the slow hop.
 - Otherwise pre-copy with auto-converge that starts throttling hard, sized from the ratio of
   the two rates: QEMU's defaults (20 %, +10 % per round) take many rounds over a slow link.
 - On a slow link (under 1 Gbit/s) pages are compressed: CPU is cheaper than the wire.
@@ -31,6 +35,7 @@ from kumo.model.activity import MigrationProgress
 from kumo.model.migration import MigrationPolicy, Strategy
 
 SLOW_LINK_MIB_S = 110.0  # about 1 Gbit/s
+PACE = 0.9  # post-copy streams at this share of the measured link
 CONVERGES = 0.5  # pre-copy is left alone while dirty rate < this share of the link
 MAX_THROTTLE = 99  # QEMU's ceiling
 STALL_ROUNDS = 2  # rounds without progress, throttled to the ceiling, before raising downtime
@@ -94,12 +99,18 @@ def choose(policy: MigrationPolicy, seen: Measured) -> Strategy:
             update={"name": "pre-copy" + suffix, "reason": f"{rates}: plain pre-copy converges"}
         )
     if policy.postcopy == "auto" and seen.postcopy:
+        at_once = dirty >= link
+        pace = int(PACE * link)
         return base.model_copy(
             update={
                 "name": "post-copy" + ("+xbzrle" if xbzrle else ""),
-                "reason": f"{rates}: pre-copy cannot converge; post-copy after the first round",
+                "reason": f"{rates}: pre-copy cannot converge; post-copy "
+                + ("at once" if at_once else "after the first round")
+                + (f", paced at {pace} MiB/s" if pace >= 1 and not policy.bandwidth_mib_s else ""),
                 "postcopy": True,
+                "postcopy_at_once": at_once,
                 "compression": False,
+                "bandwidth_mib_s": policy.bandwidth_mib_s or (pace if pace >= 1 else 0),
             }
         )
     if not policy.auto_converge:
@@ -145,12 +156,12 @@ class Governor:
                 abort=f"did not complete within {self.s.timeout_s:.0f} s (the policy's "
                 f"timeout for this VM's memory); aborted, never force-paused"
             )
+        if self.s.postcopy and not self._switched and (self.s.postcopy_at_once or p.iteration >= 2):
+            self._switched = True
+            return Directive(postcopy=True)
         if p.iteration <= self._round:
             return Directive()
         self._round = p.iteration
-        if self.s.postcopy and not self._switched and p.iteration >= 2:
-            self._switched = True
-            return Directive(postcopy=True)
         # One sample per new round: did the remaining data shrink?
         if self._best_remaining is None or p.bytes_remaining < 0.9 * self._best_remaining:
             self._best_remaining = p.bytes_remaining

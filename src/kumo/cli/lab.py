@@ -145,10 +145,13 @@ def exec(
 @app.command(context_settings={"allow_extra_args": True})
 def fault(
     ctx: typer.Context,
-    kind: Annotated[str, typer.Argument(help="kill-host, cut, partition, slow or heal")],
+    kind: Annotated[
+        str,
+        typer.Argument(help="kill-host, kill-libvirtd, kill-agent, cut, partition, slow or heal"),
+    ],
 ) -> None:
-    """Inject a fault: kill-host H | cut H public|storage | partition H |
-    slow H public|storage RATE | heal H."""
+    """Inject a fault: kill-host H | kill-libvirtd H | kill-agent H | cut H public|storage |
+    partition H | slow H public|storage RATE | heal H."""
     _need_root()
     try:
         out.print(lab_mod.fault(kind, list(ctx.args)), highlight=False)

@@ -130,6 +130,8 @@ def _flags_and_params(s: Strategy, target: MigrationTarget) -> tuple[int, dict[s
         params[libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS] = s.parallel
     if s.postcopy:
         flags |= libvirt.VIR_MIGRATE_POSTCOPY
+        if s.bandwidth_mib_s:
+            params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH_POSTCOPY] = s.bandwidth_mib_s * 2**20
     return flags, params
 
 

@@ -1,6 +1,8 @@
 """Faults the lab injects, each undone by ``heal``.
 
 - ``kill-host H``: every process of the host dies at once (SIGKILL), like pulling its power.
+- ``kill-libvirtd H``: libvirtd alone dies (SIGKILL); QEMU and virtlogd go on, as in a crash.
+- ``kill-agent H``: the kumo agent alone dies (SIGKILL).
 - ``cut H public|storage``: the switch port goes down; the host sees its carrier drop.
 - ``partition H``: nftables in the host drops all traffic to and from ``ctl`` (etcd), links stay up.
 - ``slow H NETWORK RATE``: a tc token bucket (tbf) on both ends of the host's link.
@@ -9,19 +11,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import signal
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from kumo.lab import control_plane
 from kumo.lab.hypervisor_host import libvirtd_answers, start_daemons, wait_libvirtd
-from kumo.lab.namespaces import kill_netns, pids_in_netns
+from kumo.lab.namespaces import enter, kill_netns, pids_in_netns
 from kumo.lab.plan import SWITCH_NETNS, LabPlan, LabPlanError, Network, Node
 from kumo.lab.shell import run
 
 FAULT_TABLE = "kumo_fault"
 RATE_RE = re.compile(r"^(\d+(?:\.\d+)?)(bit|kbit|mbit|gbit|bps|kbps|mbps|gbps)$")
-FAULT_KINDS = ("kill-host", "cut", "partition", "slow", "heal")
+FAULT_KINDS = ("kill-host", "kill-libvirtd", "kill-agent", "cut", "partition", "slow", "heal")
 
 
 def parse_network(value: str) -> Network:
@@ -46,6 +53,37 @@ def parse_rate(value: str) -> str:
 
 def kill_host(host: Node) -> None:
     kill_netns(host.netns)
+
+
+def _matching(host: Node, match: Callable[[list[bytes]], bool]) -> list[int]:
+    found = []
+    for pid in pids_in_netns(host.netns):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if match(cmd):
+            found.append(pid)
+    return found
+
+
+def _named(host: Node, program: bytes) -> list[int]:
+    return _matching(host, lambda cmd: os.path.basename(cmd[0]) == program)
+
+
+def _kill(pids: list[int]) -> int:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return len(pids)
+
+
+def kill_libvirtd(host: Node) -> int:
+    return _kill(_named(host, b"libvirtd"))
+
+
+def kill_agent(host: Node) -> int:
+    return _kill(_matching(host, lambda cmd: b"kumo" in cmd and b"agent" in cmd))
 
 
 def cut(plan: LabPlan, host: Node, network: Network) -> None:
@@ -145,9 +183,13 @@ def heal(plan: LabPlan, host: Node, domain_type: str) -> list[str]:
         run(["ip", "netns", "exec", host.netns, "nft", "delete", "table", "inet", FAULT_TABLE])
         done.append("rejoined etcd")
     if state.powered_off:
-        start_daemons(host)
+        if _named(host, b"virtlogd"):  # only libvirtd had died
+            run([*enter(host.netns, host.name), "libvirtd", "-d", "--listen"])
+            done.append("libvirtd restarted")
+        else:
+            start_daemons(host)
+            done.append("powered on (libvirtd, virtlogd)")
         wait_libvirtd([host])
-        done.append("powered on (libvirtd, virtlogd)")
     if not control_plane.agent_running(host):
         control_plane.start_agent(plan, host, domain_type)
         done.append("kumo agent started")

@@ -249,6 +249,8 @@ def fault(kind: str, args: list[str]) -> str:
         raise LabPlanError(f"fault: unknown fault {kind!r}; known: {', '.join(faults.FAULT_KINDS)}")
     usage = {
         "kill-host": "kill-host HOST",
+        "kill-libvirtd": "kill-libvirtd HOST",
+        "kill-agent": "kill-agent HOST",
         "cut": "cut HOST public|storage",
         "partition": "partition HOST",
         "slow": "slow HOST public|storage RATE",
@@ -262,6 +264,12 @@ def fault(kind: str, args: list[str]) -> str:
     if kind == "kill-host":
         faults.kill_host(host)
         return f"{host.name}: every process killed (power pulled)"
+    if kind == "kill-libvirtd":
+        n = faults.kill_libvirtd(host)
+        return f"{host.name}: libvirtd killed ({n} process(es)); QEMU goes on"
+    if kind == "kill-agent":
+        n = faults.kill_agent(host)
+        return f"{host.name}: kumo agent killed ({n} process(es))"
     if kind == "cut":
         net = faults.parse_network(args[1])
         faults.cut(plan, host, net)
