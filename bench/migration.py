@@ -156,9 +156,9 @@ def plain_virsh(plan: Any, vm: str) -> dict[str, Any]:
     }
 
 
-def kumo_migrate(vm: str) -> dict[str, Any]:
+def kumo_migrate(vm: str, extra: list[str]) -> dict[str, Any]:
     t0 = time.time()
-    proc = kumo("vm", "migrate", vm, "--to", "h2", "--wait", check=False)
+    proc = kumo("vm", "migrate", vm, "--to", "h2", "--wait", *extra, check=False)
     t1 = time.time()
     tasks = json.loads(kumo("task", "list", "-o", "json").stdout)
     task = next(t for t in tasks if t["kind"] == "vm.migrate" and t["target"] == f"vm/{vm}")
@@ -175,7 +175,9 @@ def kumo_migrate(vm: str) -> dict[str, Any]:
     }
 
 
-def run(plan: Any, workload: str, method: str, rate: str, pages: int) -> dict[str, Any]:
+def run(
+    plan: Any, workload: str, method: str, rate: str, pages: int, extra: list[str]
+) -> dict[str, Any]:
     vm = f"b-{workload}-{method}"
     args = ["vm", "create", vm, "--image", "testguest", "--memory", "256", "--host", "h1"]
     if workload == "busy":
@@ -188,13 +190,16 @@ def run(plan: Any, workload: str, method: str, rate: str, pages: int) -> dict[st
     pinger = Pinger(ip)
     time.sleep(1)
     try:
-        result = plain_virsh(plan, vm) if method == "virsh" else kumo_migrate(vm)
+        result = plain_virsh(plan, vm) if method == "virsh" else kumo_migrate(vm, extra)
     finally:
         kumo("lab", "fault", "heal", "h1")
     result["downtime_ms"] = pinger.longest_gap_ms(result["start"], result["end"])
     time.sleep(4)
-    after = BOOT.findall(console(vm))
+    log = console(vm)
+    after = BOOT.findall(log)
     result["same_boot"] = bool(after) and after[-1][0] == boot
+    if not result["same_boot"]:
+        result["console_tail"] = log[-3000:]
     kumo("vm", "delete", vm, "--wait", check=False)
     return {"workload": workload, "method": method, **result}
 
@@ -209,6 +214,12 @@ def main() -> None:
         default=[],
         help="e.g. busy-kumo: run these only (the bound then comes from the last full run)",
     )
+    parser.add_argument(
+        "--kumo-option",
+        action="append",
+        default=[],
+        help="extra option for kumo vm migrate, e.g. --kumo-option=--postcopy=off",
+    )
     args = parser.parse_args()
     out = Path(__file__).parent / "results" / "migration.json"
     previous = json.loads(out.read_text())["rows"] if args.only and out.exists() else []
@@ -222,7 +233,9 @@ def main() -> None:
             for method in ("virsh", "kumo"):
                 if args.only and f"{workload}-{method}" not in args.only:
                     continue
-                rows.append(run(plan, workload, method, args.rate, args.pages_per_s))
+                rows.append(
+                    run(plan, workload, method, args.rate, args.pages_per_s, args.kumo_option)
+                )
                 print(json.dumps(rows[-1]), flush=True)
     finally:
         kumo("lab", "down", check=False)

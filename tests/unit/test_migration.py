@@ -232,7 +232,7 @@ def test_a_busy_guest_on_a_slow_link_gets_throttling_and_compression_unless_tcg(
     if domain_type == "qemu":
         return
     assert (s.link_mib_s, s.dirty_rate_mib_s) == (9.5, 60.0)
-    assert s.throttle_initial == 93 and s.compression and not s.xbzrle
+    assert s.throttle_initial == 99 and s.compression and not s.xbzrle
     assert c.hv["h1"].strategies == [s]
     events = [e.action for e in c.svc.events(obj="vm/web1")]
     assert "migration-strategy" in events

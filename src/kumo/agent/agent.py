@@ -103,7 +103,7 @@ class Agent:
             libvirt_version=facts.libvirt_version,
             qemu_version=facts.qemu_version,
             domain_type=self.config.domain_type,
-            postcopy=facts.postcopy,
+            postcopy=self.page_encoding(facts.postcopy),
             page_encoding=self.page_encoding(facts.compression),
             pools=self._reachable_pools(),
             networks=self._reachable_networks(),
@@ -128,8 +128,8 @@ class Agent:
         self.lease = lease
 
     def page_encoding(self, supported: bool) -> bool:
-        """Whether migrations from and to this host may use xbzrle or compression: QEMU
-        7.2 corrupted TCG guests' memory with either (ADR 0006); KVM guests are safe."""
+        """Whether migrations from and to this host may use xbzrle, compression or
+        post-copy: QEMU 7.2 corrupted TCG guests' memory with each (ADR 0006)."""
         return supported and self.config.domain_type == "kvm"
 
     def keepalive(self) -> None:

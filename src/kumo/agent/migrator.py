@@ -157,7 +157,7 @@ class Migrator:
             memory_mib=spec.memory_mib,
             link_mib_s=link,
             dirty_rate_mib_s=dirty,
-            postcopy=mine.postcopy and target.postcopy,
+            postcopy=self.agent.page_encoding(mine.postcopy) and target.postcopy,
             encoding=self.agent.page_encoding(mine.compression) and target.page_encoding,
         )
 

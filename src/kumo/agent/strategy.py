@@ -7,13 +7,15 @@ the guest's dirty rate (libvirt's dirty-rate calculation).
 
 - Pre-copy converges when the guest dirties memory clearly slower than the link carries it.
   Auto-converge stays on as a safety net, with QEMU's gentle defaults.
-- Otherwise post-copy, when both hosts support it and the policy allows: after the first
-  round, or at once when the guest dirties memory faster than the link carries it (each
-  round before the switch would only re-send the working set). The stream is paced just
-  under the measured link so that the switch-over and the guest's page requests do not
-  wait behind a full queue on the slow hop.
+- Otherwise post-copy after the first round, when both hosts support it and the policy
+  allows. The stream is paced just under the measured link so that the switch-over and the
+  guest's page requests do not wait behind a full queue on the slow hop. (Switching at once
+  saves the re-sent working set but stalls the guest for seconds on remote page faults:
+  measured 5.9 s without an answer to ping, ADR 0006.)
 - Otherwise pre-copy with auto-converge that starts throttling hard, sized from the ratio of
   the two rates: QEMU's defaults (20 %, +10 % per round) take many rounds over a slow link.
+  Post-copy, xbzrle and compression are used only where the hosts say they are safe: not
+  under TCG, where each of them corrupted guest memory in the lab (ADR 0006).
 - On a slow link (under 1 Gbit/s) pages are compressed: CPU is cheaper than the wire.
   On a fast one, a guest that dirties memory gets xbzrle (re-sent pages as deltas).
   Neither where the hosts say page encoding is unsafe: under TCG, QEMU 7.2 corrupted guest
@@ -37,6 +39,7 @@ from kumo.model.migration import MigrationPolicy, Strategy
 SLOW_LINK_MIB_S = 110.0  # about 1 Gbit/s
 PACE = 0.9  # post-copy streams at this share of the measured link
 CONVERGES = 0.5  # pre-copy is left alone while dirty rate < this share of the link
+THROTTLE_TO = 0.1  # else throttle until the guest dirties this share of the link
 MAX_THROTTLE = 99  # QEMU's ceiling
 STALL_ROUNDS = 2  # rounds without progress, throttled to the ceiling, before raising downtime
 DOWNTIME_STEP = 1.5
@@ -99,16 +102,14 @@ def choose(policy: MigrationPolicy, seen: Measured) -> Strategy:
             update={"name": "pre-copy" + suffix, "reason": f"{rates}: plain pre-copy converges"}
         )
     if policy.postcopy == "auto" and seen.postcopy:
-        at_once = dirty >= link
         pace = int(PACE * link)
         return base.model_copy(
             update={
                 "name": "post-copy" + ("+xbzrle" if xbzrle else ""),
                 "reason": f"{rates}: pre-copy cannot converge; post-copy "
-                + ("at once" if at_once else "after the first round")
+                + "after the first round"
                 + (f", paced at {pace} MiB/s" if pace >= 1 and not policy.bandwidth_mib_s else ""),
                 "postcopy": True,
-                "postcopy_at_once": at_once,
                 "compression": False,
                 "bandwidth_mib_s": policy.bandwidth_mib_s or (pace if pace >= 1 else 0),
             }
@@ -121,8 +122,9 @@ def choose(policy: MigrationPolicy, seen: Measured) -> Strategy:
                 "throttling; the downtime target rises in steps, then the timeout aborts",
             }
         )
-    # Throttle so the guest dirties at most half of what the link carries.
-    initial = max(20, min(MAX_THROTTLE, 100 - int(100 * CONVERGES * link / dirty)))
+    # Throttle so that each round is a tenth of the one before: QEMU throttles only from
+    # the third round on, and every round at a gentler throttle re-sends the working set.
+    initial = max(20, min(MAX_THROTTLE, 100 - int(100 * THROTTLE_TO * link / dirty)))
     why = (
         "post-copy not supported by both hosts"
         if policy.postcopy == "auto"
@@ -156,7 +158,7 @@ class Governor:
                 abort=f"did not complete within {self.s.timeout_s:.0f} s (the policy's "
                 f"timeout for this VM's memory); aborted, never force-paused"
             )
-        if self.s.postcopy and not self._switched and (self.s.postcopy_at_once or p.iteration >= 2):
+        if self.s.postcopy and not self._switched and p.iteration >= 2:
             self._switched = True
             return Directive(postcopy=True)
         if p.iteration <= self._round:

@@ -49,15 +49,17 @@ def _emit(data: Any, output: str, columns: list[str], title: str = "") -> None:
     for col in columns:
         table.add_column(col)
     for row in rows:
-        table.add_row(*[_fmt(row.get(col)) for col in columns])
+        table.add_row(*[_fmt(row.get(col), col) for col in columns])
     out.print(table)
 
 
-def _fmt(v: Any) -> str:
+def _fmt(v: Any, column: str = "time") -> str:
     if v is None:
         return "-"
     if isinstance(v, list):
         return ",".join(str(x) for x in v)
+    if column == "progress" and isinstance(v, int | float):
+        return f"{100 * v:.0f} %"
     if isinstance(v, float):
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v))
     return str(v)

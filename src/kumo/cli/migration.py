@@ -137,7 +137,7 @@ def follow_migration(c: Client, task_id: str) -> dict[str, Any]:
                 )
             if task["state"] in ("succeeded", "failed", "cancelled"):
                 break
-            time.sleep(0.5)
+            time.sleep(0.25)
     if task["state"] != "succeeded":
         raise _fail(ClientError(f"task {task_id} {task['state']}: {task['message']}"))
     return task

@@ -20,7 +20,7 @@ class HostRecord(Frozen):
     libvirt_version: str
     qemu_version: str
     domain_type: Literal["kvm", "qemu"]
-    postcopy: bool = False  # QEMU can do post-copy migration here (userfaultfd)
+    postcopy: bool = False  # post-copy works here: userfaultfd, and not TCG (ADR 0006)
     # xbzrle and compression are safe for migrations here: not under TCG (ADR 0006)
     page_encoding: bool = False
     pools: tuple[Name, ...] = ()

@@ -71,7 +71,6 @@ class Strategy(Frozen):
     compression: bool = False
     parallel: int = 0
     postcopy: bool = False
-    postcopy_at_once: bool = False  # switch as soon as it runs, not after the first round
     bandwidth_mib_s: int = 0
     downtime_ms: int = 300
     max_downtime_ms: int = 2000
