@@ -204,6 +204,15 @@ def test_target_libvirtd_dying_mid_migration_leaves_the_vm_on_the_source(plan: L
         time.sleep(1)
     time.sleep(2)
     assert HEARTBEAT.findall(console("mv"))[-1][0] == boot
+    # The target's agent connected to the new libvirtd: it reports the VM once it arrives.
+    kumo("vm", "migrate", "mv", "--to", target, "--wait")
+    deadline = time.monotonic() + 30
+    while (status := json.loads(kumo("vm", "show", "mv", "-o", "json").stdout)["status"])[
+        "host"
+    ] != target:
+        assert time.monotonic() < deadline, status
+        time.sleep(1)
+    assert status["state"] == "running"
 
 
 def test_source_agent_restarting_mid_migration_ends_in_a_true_state(plan: LabPlan) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import threading
 import time
@@ -25,6 +26,8 @@ from kumo.hypervisor.base import (
 from kumo.hypervisor.domain import DomainConfig, domain_xml, owned_by_kumo
 from kumo.model.activity import MigrationProgress
 from kumo.model.migration import Strategy
+
+log = logging.getLogger("kumo.hypervisor")
 
 _STATES = {
     libvirt.VIR_DOMAIN_RUNNING: DomainState.RUNNING,
@@ -144,11 +147,45 @@ class LibvirtHypervisor:
         self.uri = uri
         self.host = host or uri
         _ensure_event_loop()
-        try:
-            self._conn = libvirt.open(uri)
-        except libvirt.libvirtError as exc:
-            raise HypervisorError(f"libvirtd on {self.host} ({uri}) is unreachable: {exc}") from exc
+        self._lock = threading.Lock()
+        self._c: libvirt.virConnect | None = None
         self._callbacks: list[Callable[[str], None]] = []
+        self._conn  # noqa: B018 -- connect now: an unreachable libvirtd is reported at start
+
+    @property
+    def _conn(self) -> libvirt.virConnect:
+        """The connection to libvirtd, opened again when libvirtd restarted (the old one is
+        closed for good then), with the lifecycle events registered again."""
+        with self._lock:
+            old = self._c
+            if old is not None:
+                try:
+                    if old.isAlive() == 1:
+                        return old
+                except libvirt.libvirtError:
+                    pass
+                with contextlib.suppress(libvirt.libvirtError):
+                    old.close()
+                self._c = None
+            try:
+                conn = libvirt.open(self.uri)
+            except libvirt.libvirtError as exc:
+                raise HypervisorError(
+                    f"libvirtd on {self.host} ({self.uri}) is unreachable: {exc}"
+                ) from exc
+            if self._callbacks:
+                self._register(conn)
+            if old is not None:
+                log.warning("libvirtd on %s: connection lost; connected again", self.host)
+            self._c = conn
+            return conn
+
+    def _register(self, conn: libvirt.virConnect) -> None:
+        def lifecycle(_conn: Any, dom: Any, _event: int, _detail: int, _opaque: Any) -> None:
+            for cb in list(self._callbacks):
+                cb(dom.name())
+
+        conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, lifecycle, None)
 
     def _err(self, what: str, exc: libvirt.libvirtError) -> HypervisorError:
         return HypervisorError(f"libvirt on {self.host}: {what}: {exc.get_error_message()}")
@@ -385,17 +422,12 @@ class LibvirtHypervisor:
             return False
 
     def on_change(self, callback: Callable[[str], None]) -> None:
-        if not self._callbacks:
-
-            def lifecycle(_conn: Any, dom: Any, _event: int, _detail: int, _opaque: Any) -> None:
-                for cb in list(self._callbacks):
-                    cb(dom.name())
-
-            self._conn.domainEventRegisterAny(
-                None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, lifecycle, None
-            )
+        first = not self._callbacks
         self._callbacks.append(callback)
+        if first:
+            self._register(self._conn)
 
     def close(self) -> None:
-        with contextlib.suppress(libvirt.libvirtError):
-            self._conn.close()
+        if self._c is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                self._c.close()
