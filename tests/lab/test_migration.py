@@ -251,6 +251,41 @@ def test_cold_migration_moves_a_stopped_vm(plan: LabPlan) -> None:
     assert proc.returncode != 0 and "cold migration moves a stopped VM" in proc.stderr
 
 
+def test_a_host_local_disk_moves_with_the_vm(plan: LabPlan) -> None:
+    local = "/var/lib/kumo/pools/local"  # each host's own directory
+    for h in plan.hosts:
+        kumo(
+            "lab",
+            "exec",
+            h.name,
+            "--",
+            "sh",
+            "-c",
+            f"mkdir -p {local}/images && cp /var/lib/kumo/pools/shared/images/testguest.qcow2 "
+            f"{local}/images/",
+        )
+    kumo("pool", "create", "local", "--kind", "local-dir", "--path", local)
+    kumo("image", "import", "localguest", "--pool", "local", "--path", "images/testguest.qcow2")
+    deadline = time.monotonic() + 60  # agents look at the pools every 30 s
+    while not all(
+        "local" in h["record"]["pools"]
+        for h in json.loads(kumo("host", "list", "-o", "json").stdout)
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(2)
+    kumo("vm", "create", "lv", "--image", "localguest", "--memory", "128", "--host", "h2", "--wait")
+    boot = wait_console("lv", r"KUMO-GUEST boot=(\S+) n=2 ").group(1)
+    out = kumo("vm", "migrate", "lv", "--to", "h3", "--wait").stdout
+    assert "now runs on h3" in out, out
+    disk = f"{local}/vms/lv.qcow2"
+    assert kumo("lab", "exec", "h3", "--", "test", "-f", disk, check=False).returncode == 0
+    assert kumo("lab", "exec", "h2", "--", "test", "-e", disk, check=False).returncode != 0
+    assert running_on("lv", plan) == ["h3"]
+    time.sleep(2)
+    assert HEARTBEAT.findall(console("lv"))[-1][0] == boot
+    kumo("vm", "delete", "lv", "--wait")
+
+
 def test_maintenance_moves_every_vm_away_and_back(plan: LabPlan) -> None:
     kumo("vm", "delete", "mv", "--wait")  # pinned to h1: it could not leave
     for h in ("h2", "h3"):

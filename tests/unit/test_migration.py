@@ -13,7 +13,7 @@ from kumo.model.activity import Task, TaskState
 from kumo.model.migration import MigrationOverride, MigrationPolicy, MigrationSettings
 from kumo.model.vm import Migration, Placement
 from kumo.server.errors import Conflict, Invalid, NotFound
-from kumo.server.schemas import VMCreate
+from kumo.server.schemas import ImageImport, PoolCreate, VMCreate
 from kumo.server.service import ClusterService
 from kumo.sim.cluster import define_basics
 from kumo.storage.volumes import FakeVolumes
@@ -47,6 +47,10 @@ class Cluster:
             self.agents[h].register()
             # the storage link as the source agent's probe measures it
             self.agents[h].migrator.probe = lambda addr, port, secret, s: self.link_mib_s
+            # the target agent's HTTP endpoint, called directly
+            self.agents[h].migrator.incoming = lambda rec, secret, method, vm: self.agents[
+                rec.name
+            ].incoming(method, vm)
         self.link_mib_s: float | None = 1000.0
 
     def tick(self) -> None:
@@ -342,3 +346,40 @@ def test_a_recent_background_sample_spares_the_wait_for_a_dirty_rate(c: Cluster)
     free_src.migrator.sampled.clear()  # e.g. the agent just restarted: measure now
     c.tick()
     assert c.hv[free_src.config.host].measured == ["free"]
+
+
+def test_a_host_local_disk_is_copied_and_the_old_one_removed() -> None:
+    c = Cluster()
+    c.svc.create_pool(PoolCreate(name="local", kind="local-dir", path="/local"), "t")
+    c.svc.import_image(ImageImport(name="limg", pool="local", path="limg.qcow2"), "t")
+    for a in c.agents.values():
+        a.volumes = FakeVolumes()  # host-local: each host its own
+        a.refresh_host()
+    c.svc.create_vm(VMCreate(name="loc", image="limg", memory_mib=128, host="h1"), "t")
+    c.tick()
+    src, dst = c.agents["h1"].volumes, c.agents["h2"].volumes
+    assert isinstance(src, FakeVolumes) and isinstance(dst, FakeVolumes)
+    assert src.exists("/local", "loc") and not dst.exists("/local", "loc")
+    task = c.svc.migrations.migrate("loc", "h2", "t")
+    c.tick()
+    assert c.task(task.id).state == TaskState.SUCCEEDED and c.host_of("loc") == "h2"
+    assert dst.exists("/local", "loc") and not src.exists("/local", "loc")
+    assert c.hv["h1"].targets[-1].copy_storage == "inc"
+    # a failed copy leaves nothing on the target
+    routed = c.agents["h2"].migrator.incoming
+    c.agents["h2"].migrator.incoming = lambda rec, secret, method, vm: (0, "unreachable")
+    task = c.svc.migrations.migrate("loc", "h3", "t")
+    c.agents["h2"].run_once()
+    t = c.task(task.id)
+    assert t.state == TaskState.FAILED and "could not make the disk" in t.message
+    c.agents["h2"].migrator.incoming = routed
+    task = c.svc.migrations.migrate("loc", "h3", "t")
+    c.hv["h3"].accept_migrations = False
+    c.agents["h2"].run_once()
+    assert c.task(task.id).state == TaskState.FAILED
+    assert not c.agents["h3"].volumes.exists("/local", "loc")
+    assert dst.exists("/local", "loc") and c.host_of("loc") == "h2"
+    c.svc.power("loc", "stop", True, "t")
+    c.tick()
+    with pytest.raises(Conflict, match="host-local; cold migration"):
+        c.svc.migrations.migrate("loc", "h3", "t", cold=True)

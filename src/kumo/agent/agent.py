@@ -170,6 +170,31 @@ class Agent:
                 [put(keys.HOSTS + self.config.host, updated)],
             )
 
+    # -- a VM arriving with its host-local disk --------------------------------------
+    def incoming(self, method: str, vm: str) -> tuple[int, str]:
+        """POST: make the disk (and seed) of ``vm`` here, for a migration that copies a
+        host-local disk into it. DELETE: remove them again after a failed one, unless the VM
+        is placed or defined here."""
+        found = load(self.store, VMSpec, keys.VMS + vm)
+        if found is None:
+            return 404, f"vm {vm} does not exist"
+        spec = found[0]
+        try:
+            pool = self._pool(spec.pool)
+            if method == "POST":
+                if not self.volumes.exists(pool.path, vm):
+                    self._act(Action.CREATE_DISK, spec, pool)
+                return 200, self.volumes.path(pool.path, vm)
+            placed = load(self.store, Placement, keys.PLACEMENT + vm)
+            if placed is not None and placed[0].host == self.config.host:
+                return 409, f"vm {vm} is placed on {self.config.host}: its disk stays"
+            if any(d.name == vm for d in self.hv.domains()):
+                return 409, f"vm {vm} is defined on {self.config.host}: its disk stays"
+            self.volumes.delete(pool.path, vm)
+            return 200, f"disk of {vm} removed from {self.config.host}"
+        except (HypervisorError, VolumeError, StoreUnavailable) as exc:
+            return 500, str(exc)
+
     def wake(self) -> None:
         """Ask the daemon loop for another pass."""
         self.on_wake()

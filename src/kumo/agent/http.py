@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import http.client
 import json
 import re
 import select
@@ -18,10 +19,18 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 _CONSOLE = re.compile(r"^/v1/console/([a-z][a-z0-9-]{0,62})$")
+_INCOMING = re.compile(r"^/v1/incoming/([a-z][a-z0-9-]{0,62})$")
+Incoming = Callable[[str, str], tuple[int, str]]  # (method, vm) -> (status, message)
 PROBE_MAX_BYTES = 256 * 2**20
 
 
-def serve(address: str, port: int, log_dir: str, secret: Callable[[], str]) -> ThreadingHTTPServer:
+def serve(
+    address: str,
+    port: int,
+    log_dir: str,
+    secret: Callable[[], str],
+    incoming: Incoming | None = None,
+) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: object) -> None:
             pass
@@ -40,9 +49,26 @@ def serve(address: str, port: int, log_dir: str, secret: Callable[[], str]) -> T
             self._send(401, b"unauthorized")
             return False
 
+        def _incoming(self, method: str) -> bool:
+            """``POST|DELETE /v1/incoming/VM``: make (or remove) the disk of a VM about to
+            arrive with its host-local disk copied."""
+            m = _INCOMING.match(urlparse(self.path).path)
+            if not m or incoming is None:
+                return False
+            if self._authorized():
+                code, message = incoming(method, m.group(1))
+                self._send(code, message.encode())
+            return True
+
+        def do_DELETE(self) -> None:
+            if not self._incoming("DELETE"):
+                self._send(404, b"not found")
+
         def do_POST(self) -> None:
             """``/v1/sink?seconds=S``: read what the caller sends for S seconds (at most
             256 MiB), then answer how many bytes arrived and in how long."""
+            if self._incoming("POST"):
+                return
             url = urlparse(self.path)
             if url.path != "/v1/sink":
                 self._send(404, b"not found")
@@ -125,3 +151,18 @@ def probe_link(address: str, port: int, secret: str, seconds: float = 0.3) -> fl
         return float(body["bytes"]) / float(body["seconds"]) / 2**20
     except (OSError, ValueError, KeyError):
         return None
+
+
+def call(
+    address: str, port: int, secret: str, method: str, path: str, timeout: float = 300
+) -> tuple[int, str]:
+    """One request to another agent; (status, body), status 0 when it could not be reached."""
+    conn = http.client.HTTPConnection(address, port, timeout=timeout)
+    try:
+        conn.request(method, path, headers={"Authorization": f"Bearer {secret}"})
+        r = conn.getresponse()
+        return r.status, r.read().decode(errors="replace")
+    except OSError as exc:
+        return 0, f"agent at {address}:{port} unreachable: {exc}"
+    finally:
+        conn.close()

@@ -36,5 +36,6 @@ def run(
             return "\0unavailable"
         return entry.value.decode() if entry else "\0none"
 
-    http.serve(address, port, config.serial_log_dir, secret)
-    AgentDaemon(Agent(config, store, hv, QemuImgVolumes())).run()
+    agent = Agent(config, store, hv, QemuImgVolumes())
+    http.serve(address, port, config.serial_log_dir, secret, agent.incoming)
+    AgentDaemon(agent).run()

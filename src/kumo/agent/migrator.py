@@ -12,6 +12,7 @@ running (this agent restarted) is watched to its end, not started again.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -28,8 +29,9 @@ from kumo.hypervisor.base import (
     MigrationTarget,
 )
 from kumo.model.activity import MigrationProgress, TaskState
-from kumo.model.host import HostRecord
+from kumo.model.host import HostRecord, Pool
 from kumo.model.vm import Migration, Placement, VMSpec
+from kumo.storage.volumes import VolumeError
 from kumo.store import keys
 from kumo.store.activity import event_op, finish_task
 from kumo.store.base import Delete, StoreUnavailable
@@ -52,6 +54,12 @@ class Migrator:
         self.migrating: set[str] = set()
         self.moved_away: dict[str, int] = {}  # vm -> revision of its switch-over elsewhere
         self.probe: Callable[[str, int, str, float], float | None] = http.probe_link
+        # asks the target's agent to make (POST) or remove (DELETE) a copied disk's file
+        self.incoming: Callable[[HostRecord, str, str, str], tuple[int, str]] = (
+            lambda rec, secret, method, vm: http.call(
+                rec.address, rec.agent_port, secret, method, f"/v1/incoming/{vm}"
+            )
+        )
         self.clock: Callable[[], float] = time.monotonic
         self.sampled: dict[str, float] = {}  # vm -> when its last background measure began
 
@@ -175,6 +183,14 @@ class Migrator:
             self._failed(m, f"target host {m.target} is not registered")
             return
         target, record = found
+        if m.copy_storage:
+            target = dataclasses.replace(
+                target, copy_storage="inc" if spec[0].clone == "linked" else "full"
+            )
+            code, said = self._to_target(record, "POST", m.vm)
+            if code != 200:
+                self._failed(m, f"{m.target} could not make the disk for the copy: {said}")
+                return
         finish_task(agent.store, m.task, TaskState.RUNNING, f"{m.source} -> {m.target}: measuring")
         began = time.monotonic()
         seen = self.measure(m, spec[0], record)
@@ -238,7 +254,12 @@ class Migrator:
             return answer
 
         try:
-            final = agent.hv.migrate(m.vm, target, strategy, watch)
+            try:
+                final = agent.hv.migrate(m.vm, target, strategy, watch)
+            except HypervisorError:
+                if m.copy_storage:  # nothing may be left on the target
+                    self._to_target(record, "DELETE", m.vm)
+                raise
         except MigrationCancelled as exc:
             self._failed(
                 m,
@@ -251,6 +272,12 @@ class Migrator:
             self._failed(m, f"{exc}; {m.vm} runs on {m.source} as before", progress=latest[0])
             return
         self._done(m, final.model_copy(update={"strategy": strategy}), strategy.name)
+
+    def _to_target(self, record: HostRecord, method: str, vm: str) -> tuple[int, str]:
+        secret = self.agent.store.get(keys.AGENT_SECRET)
+        if secret is None:
+            return 0, "no agent secret in the store"
+        return self.incoming(record, secret.value.decode(), method, vm)
 
     # -- the end -----------------------------------------------------------------------
     def _done(self, m: Migration, final: MigrationProgress | None, how: str) -> None:
@@ -269,6 +296,14 @@ class Migrator:
             # Set before the VM leaves `migrating`: a pass that read the old placement skips it.
             self.moved_away[m.vm] = rev or 0
         agent.mem.last_status.pop(m.vm, None)
+        if m.copy_storage:
+            spec = load(agent.store, VMSpec, keys.VMS + m.vm)
+            pool = load(agent.store, Pool, keys.POOLS + spec[0].pool) if spec else None
+            if pool is not None:  # the copy on the target is the disk now
+                try:
+                    agent.volumes.delete(pool[0].path, m.vm)
+                except VolumeError as exc:
+                    log.error("vm %s: could not remove the old disk here: %s", m.vm, exc)
         summary = f"{m.vm} now {'runs' if m.mode == 'live' else 'is'} on {m.target}"
         if final is not None:
             pause = (

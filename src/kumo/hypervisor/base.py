@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Literal, Protocol
 
 from kumo.hypervisor.domain import DomainConfig
 from kumo.model.activity import MigrationProgress
@@ -52,6 +52,10 @@ class MigrationTarget:
     host: str
     libvirt_uri: str
     migrate_uri: str
+    # The disk is host-local: "inc" copies its top layer (the target has the image below),
+    # "full" all of it. The target's disk file exists already (made by the target's agent).
+    copy_storage: Literal["", "inc", "full"] = ""
+    disk: str = "vda"
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,8 @@ class FakeHypervisor:
         self.migration_steps = 4  # progress reports before the switch-over
         self.dirty_mib_s: float | None = 0.0  # what dirty_rate() reports
         self.strategies: list[Strategy] = []  # what migrate() was asked to do, in order
+        self.targets: list[MigrationTarget] = []
+        self.accept_migrations = True  # False: refuses incoming ones, as a broken QEMU would
         self.directives: list[Directive] = []  # what the watcher answered
         self.measured: list[str] = []  # domains whose dirty rate was measured while waiting
         self._sampled: dict[str, float | None] = {}
@@ -137,6 +139,7 @@ class FakeHypervisor:
     ) -> MigrationProgress:
         d = self._dom(name)
         self.strategies.append(strategy)
+        self.targets.append(target)
         if d.state != DomainState.RUNNING:
             raise HypervisorError(f"libvirt on {self.hostname}: migrate {name}: not running")
         dest = FAKE_HOSTS.get(target.libvirt_uri)
@@ -144,6 +147,11 @@ class FakeHypervisor:
             raise HypervisorError(
                 f"libvirt on {self.hostname}: migrate {name} to {target.host}: "
                 f"unable to connect to {target.libvirt_uri}"
+            )
+        if not dest.accept_migrations:
+            raise HypervisorError(
+                f"libvirt on {self.hostname}: migrate {name} to {target.host}: "
+                "the destination QEMU refused the incoming migration"
             )
         total = d.config.memory_mib * 2**20
         for step in range(1, self.migration_steps + 1):

@@ -77,6 +77,8 @@ def _progress(stats: dict[str, Any], completed: bool = False) -> MigrationProgre
         eta_s=remaining / bps if bps > 0 else None,
         downtime_ms=downtime if completed and "downtime" in stats else None,
         throttle_pct=int(stats.get("auto_converge_throttle", 0)),
+        disk_bytes_total=int(stats.get("disk_total", 0)),
+        disk_bytes_processed=int(stats.get("disk_processed", 0)),
         xbzrle_cache_miss_rate=(
             float(stats["compression_cache_misses"]) / max(1, int(stats.get("memory_iteration", 1)))
             if "compression_cache_misses" in stats
@@ -110,6 +112,13 @@ def _flags_and_params(s: Strategy, target: MigrationTarget) -> tuple[int, dict[s
         | libvirt.VIR_MIGRATE_UNSAFE
     )
     params: dict[str, Any] = {libvirt.VIR_MIGRATE_PARAM_URI: target.migrate_uri}
+    if target.copy_storage:
+        flags |= (
+            libvirt.VIR_MIGRATE_NON_SHARED_INC
+            if target.copy_storage == "inc"
+            else libvirt.VIR_MIGRATE_NON_SHARED_DISK
+        )
+        params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = [target.disk]
     if s.bandwidth_mib_s:
         params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = s.bandwidth_mib_s
     if s.auto_converge:

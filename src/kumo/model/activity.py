@@ -41,6 +41,8 @@ class MigrationProgress(Frozen):
     xbzrle_cache_miss_rate: float | None = None
     compression_ratio: float | None = None
     postcopy: bool = False  # switched to post-copy
+    disk_bytes_total: int = 0  # storage copy of a host-local disk (before the memory)
+    disk_bytes_processed: int = 0
     strategy: Strategy | None = None
 
 

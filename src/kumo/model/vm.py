@@ -97,6 +97,7 @@ class Migration(Frozen):
     source: Name
     target: Name
     mode: Literal["live", "cold"] = "live"  # cold: a stopped VM changes host
+    copy_storage: bool = False  # the disk is host-local: copied to the target as it moves
     state: Literal["queued", "running"] = "running"
     policy: MigrationPolicy = MigrationPolicy()  # effective: cluster, VM, this request
     cancel: bool = False  # set by `kumo task cancel`; the source agent aborts the job

@@ -131,11 +131,13 @@ class Migrations:
         if current is not None:
             task_id = decode(Migration, current).task
             raise Conflict(f"vm {name} is already migrating (task {task_id})")
-        pool = view.get(keys.POOLS + spec.pool)
-        if pool is None or decode(Pool, pool).kind != "shared-dir":
+        pentry_pool = view.get(keys.POOLS + spec.pool)
+        local = pentry_pool is None or decode(Pool, pentry_pool).kind != "shared-dir"
+        if local and cold:
             raise Conflict(
-                f"vm {name}: its disk is in pool {spec.pool}, which is not shared storage; "
-                "kumo moves VMs whose disks are on a shared pool"
+                f"vm {name}: its disk is in pool {spec.pool}, which is host-local; cold "
+                "migration moves VMs whose disks are on a shared pool (start it and migrate "
+                "it live: the disk is copied)"
             )
         if spec.placement.host is not None and to is None:
             raise Conflict(f"vm {name} is pinned to host {spec.placement.host}; give --to")
@@ -161,6 +163,7 @@ class Migrations:
             source=source,
             target=result.host,
             mode="cold" if cold else "live",
+            copy_storage=local,
             state="queued" if wait else "running",
             policy=policy,
             started_at=svc.clock(),
@@ -181,6 +184,7 @@ class Migrations:
                     f"vm/{name}",
                     "migrate",
                     f"{m.mode} {source} -> {result.host} ({task.id})"
+                    + (", copying the disk" if local else "")
                     + (f", queued: {wait}" if wait else ""),
                 ),
             ],
