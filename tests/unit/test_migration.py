@@ -383,3 +383,24 @@ def test_a_host_local_disk_is_copied_and_the_old_one_removed() -> None:
     c.tick()
     with pytest.raises(Conflict, match="host-local; cold migration"):
         c.svc.migrations.migrate("loc", "h3", "t", cold=True)
+
+
+def test_a_quiet_guest_is_migrated_without_probing_the_link(c: Cluster) -> None:
+    now = [1000.0]
+    src = c.agents["h1"]
+    src.migrator.clock = lambda: now[0]
+    probes: list[str] = []
+
+    def probe(addr: str, port: int, secret: str, seconds: float) -> float:
+        probes.append(addr)
+        return 9.5
+
+    src.migrator.probe = probe
+    c.hv["h1"].dirty_mib_s = 0.2
+    c.tick()
+    now[0] += 5
+    c.svc.migrations.migrate("web1", "h2", "t")
+    c.tick()
+    s = c.hv["h1"].strategies[-1]
+    assert probes == [] and s.name == "pre-copy" and s.dirty_rate_mib_s == 0.2
+    assert s.link_mib_s is None

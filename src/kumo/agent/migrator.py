@@ -45,6 +45,7 @@ PROBE_SECONDS = 0.3
 SAMPLE_EVERY_S = 20.0  # background dirty-rate measurements of running VMs
 SAMPLE_FRESH_S = 45.0  # a migration uses a sample this recent instead of measuring anew
 FAST_ENOUGH_S = 1.0  # the whole memory crosses the link faster: skip the dirty-rate measure
+QUIET_MIB_S = 1.0  # a guest dirtying less converges on any link: the link is not probed
 
 
 class Migrator:
@@ -76,13 +77,18 @@ class Migrator:
                     self.agent.hv.start_dirty_rate(vm, 1)
                     self.sampled[vm] = now
 
-    def _dirty_rate(self, vm: str) -> float | None:
+    def _sampled_rate(self, vm: str) -> float | None:
+        """The background sample, when it is fresh."""
         age = self.clock() - self.sampled.get(vm, -1e9)
+        if not 2.0 <= age <= SAMPLE_FRESH_S:
+            return None
         try:
-            if 2.0 <= age <= SAMPLE_FRESH_S:
-                found = self.agent.hv.last_dirty_rate(vm)
-                if found is not None:
-                    return found
+            return self.agent.hv.last_dirty_rate(vm)
+        except HypervisorError:
+            return None
+
+    def _dirty_rate(self, vm: str) -> float | None:
+        try:
             return self.agent.hv.dirty_rate(vm, 1)
         except HypervisorError:
             return None
@@ -150,24 +156,31 @@ class Migrator:
         )
 
     def measure(self, m: Migration, spec: VMSpec, target: HostRecord) -> Measured:
-        store = self.agent.store
-        secret = store.get(keys.AGENT_SECRET)
+        """Only what can change the choice: a guest whose fresh background sample shows
+        it nearly idle converges on any link, so the link is probed only when it dirties
+        memory or page encoding could be used."""
+        mine = self.agent.hv.facts()
+        encoding = self.agent.page_encoding(mine.compression) and target.page_encoding
+        seen = Measured(
+            memory_mib=spec.memory_mib,
+            link_mib_s=None,
+            dirty_rate_mib_s=self._sampled_rate(m.vm),
+            postcopy=self.agent.page_encoding(mine.postcopy) and target.postcopy,
+            encoding=encoding,
+        )
+        quiet = seen.dirty_rate_mib_s is not None and seen.dirty_rate_mib_s < QUIET_MIB_S
+        if quiet and not encoding and not m.policy.bandwidth_mib_s:
+            return seen
+        secret = self.agent.store.get(keys.AGENT_SECRET)
         link = (
             self.probe(target.address, target.agent_port, secret.value.decode(), PROBE_SECONDS)
             if secret
             else None
         )
-        dirty = None
-        if link is None or spec.memory_mib / link > FAST_ENOUGH_S:
+        dirty = seen.dirty_rate_mib_s
+        if dirty is None and (link is None or spec.memory_mib / link > FAST_ENOUGH_S):
             dirty = self._dirty_rate(m.vm)
-        mine = self.agent.hv.facts()
-        return Measured(
-            memory_mib=spec.memory_mib,
-            link_mib_s=link,
-            dirty_rate_mib_s=dirty,
-            postcopy=self.agent.page_encoding(mine.postcopy) and target.postcopy,
-            encoding=self.agent.page_encoding(mine.compression) and target.page_encoding,
-        )
+        return dataclasses.replace(seen, link_mib_s=link, dirty_rate_mib_s=dirty)
 
     def _live(self, m: Migration) -> None:
         agent = self.agent

@@ -50,10 +50,23 @@ TimeoutOpt = Annotated[
 ]
 
 
-def _override(**given: Any) -> dict[str, Any]:
-    names = {"timeout_per_gib": "timeout_s_per_gib", "bandwidth": "bandwidth_mib_s"}
-    names |= {"downtime": "downtime_ms", "max_downtime": "max_downtime_ms"}
-    return {names.get(k, k): v for k, v in given.items() if v is not None}
+# command option -> policy field, for the options every policy command takes
+POLICY_OPTIONS = {
+    "bandwidth": "bandwidth_mib_s",
+    "downtime": "downtime_ms",
+    "max_downtime": "max_downtime_ms",
+    "auto_converge": "auto_converge",
+    "xbzrle": "xbzrle",
+    "compression": "compression",
+    "parallel": "parallel",
+    "postcopy": "postcopy",
+    "timeout_per_gib": "timeout_s_per_gib",
+}
+
+
+def _override(given: dict[str, Any]) -> dict[str, Any]:
+    """The policy fields a command's options set (its ``locals()``)."""
+    return {f: given[o] for o, f in POLICY_OPTIONS.items() if given.get(o) is not None}
 
 
 @vm_app.command("migrate")
@@ -77,17 +90,7 @@ def vm_migrate(
     """Live-migrate a running VM to another host over the cluster (storage) network, or
     move a stopped one (--cold). Options change the VM's migration policy for this move."""
     c = _client(url, token)
-    policy = _override(
-        bandwidth=bandwidth,
-        downtime=downtime,
-        max_downtime=max_downtime,
-        auto_converge=auto_converge,
-        xbzrle=xbzrle,
-        compression=compression,
-        parallel=parallel,
-        postcopy=postcopy,
-        timeout_per_gib=timeout_per_gib,
-    )
+    policy = _override(locals())
     body: dict[str, Any] = {"to": to} if to else {}
     if cold:
         body["cold"] = True
@@ -161,17 +164,7 @@ def vm_migration_policy(
 ) -> None:
     """Show or change this VM's changes to the cluster's migration policy."""
     c = _client(url, token)
-    given = _override(
-        bandwidth=bandwidth,
-        downtime=downtime,
-        max_downtime=max_downtime,
-        auto_converge=auto_converge,
-        xbzrle=xbzrle,
-        compression=compression,
-        parallel=parallel,
-        postcopy=postcopy,
-        timeout_per_gib=timeout_per_gib,
-    )
+    given = _override(locals())
     current = (_call(c, "GET", f"/vms/{name}")["spec"].get("migration")) or {}
     if clear or given:
         current = {} if clear else {**current, **given}
@@ -216,17 +209,7 @@ def policy_set(
     """Change the cluster's migration policy and limits (what is not given stays)."""
     c = _client(url, token)
     data = _call(c, "GET", "/migration-policy")
-    data["policy"] |= _override(
-        bandwidth=bandwidth,
-        downtime=downtime,
-        max_downtime=max_downtime,
-        auto_converge=auto_converge,
-        xbzrle=xbzrle,
-        compression=compression,
-        parallel=parallel,
-        postcopy=postcopy,
-        timeout_per_gib=timeout_per_gib,
-    )
+    data["policy"] |= _override(locals())
     if max_per_host is not None:
         data["max_per_host"] = max_per_host
     if max_total is not None:
