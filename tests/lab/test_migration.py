@@ -286,6 +286,26 @@ def test_a_host_local_disk_moves_with_the_vm(plan: LabPlan) -> None:
     kumo("vm", "delete", "lv", "--wait")
 
 
+def test_source_host_dying_mid_migration_ends_the_task(plan: LabPlan) -> None:
+    source = host_of("mv")
+    target = next(h.name for h in plan.hosts if h.name != source)
+    kumo("lab", "fault", "slow", source, "storage", "4mbit")
+    try:
+        tid = start_migration("mv", target)
+        kumo("lab", "fault", "kill-host", source)
+        t = wait_done(tid, 120)  # the target's agent ends it once the source's lease is gone
+    finally:
+        kumo("lab", "fault", "heal", source)
+    assert t["state"] == "failed", t
+    assert f"source host {source} went down mid-migration" in t["message"], t["message"]
+    assert host_of("mv") == source
+    deadline = time.monotonic() + 90  # back on its feet, the source's agent starts it again
+    while running_on("mv", plan) != [source]:
+        assert time.monotonic() < deadline, kumo("vm", "show", "mv").stdout
+        time.sleep(2)
+    assert "mv" not in domains(target)
+
+
 def test_maintenance_moves_every_vm_away_and_back(plan: LabPlan) -> None:
     kumo("vm", "delete", "mv", "--wait")  # pinned to h1: it could not leave
     for h in ("h2", "h3"):

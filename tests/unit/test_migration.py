@@ -8,6 +8,7 @@ from typing import Literal
 import pytest
 
 from kumo.agent.agent import Agent, AgentConfig
+from kumo.hypervisor.base import DomainState
 from kumo.hypervisor.fake import FakeHypervisor
 from kumo.model.activity import Task, TaskState
 from kumo.model.migration import MigrationOverride, MigrationPolicy, MigrationSettings
@@ -18,7 +19,7 @@ from kumo.server.service import ClusterService
 from kumo.sim.cluster import define_basics
 from kumo.storage.volumes import FakeVolumes
 from kumo.store import keys
-from kumo.store.base import Put
+from kumo.store.base import Delete, Put
 from kumo.store.memory import MemoryStore
 from kumo.store.records import load, put
 
@@ -404,3 +405,28 @@ def test_a_quiet_guest_is_migrated_without_probing_the_link(c: Cluster) -> None:
     s = c.hv["h1"].strategies[-1]
     assert probes == [] and s.name == "pre-copy" and s.dirty_rate_mib_s == 0.2
     assert s.link_mib_s is None
+
+
+@pytest.mark.parametrize("switched", [True, False])
+def test_a_migration_whose_source_host_died_is_ended_by_the_target(
+    c: Cluster, switched: bool
+) -> None:
+    task = c.svc.migrations.migrate("web1", "h2", "t")
+    if switched:  # the switch-over happened, then h1 died before recording it
+        c.hv["h2"]._doms["web1"] = c.hv["h1"]._doms.pop("web1")
+        c.hv["h2"]._doms["web1"].state = DomainState.RUNNING
+    c.store.commit([], [Delete(keys.ALIVE + "h1")])  # its lease expired
+    now = [100.0]
+    c.agents["h2"].migrator.clock = lambda: now[0]
+    c.agents["h2"].run_once()
+    assert c.task(task.id).state == TaskState.QUEUED  # a lease blip is given time
+    now[0] += 16
+    c.agents["h2"].run_once()
+    t = c.task(task.id)
+    assert load(c.store, Migration, keys.MIGRATIONS + "web1") is None
+    if switched:
+        assert t.state == TaskState.SUCCEEDED and c.host_of("web1") == "h2"
+        assert "source host h1 went down" in t.message
+    else:
+        assert t.state == TaskState.FAILED and c.host_of("web1") == "h1"
+        assert "did not arrive on h2" in t.message

@@ -208,6 +208,7 @@ class Agent:
         for name, (m, _) in migrations.items():
             if m.source == self.config.host and name in mine and m.state == "running":
                 self.migrator.start(m)
+        self.migrator.adopt_orphans(migrations)
         # A VM on the move belongs to its migration, not to the reconcile loop: re-creating
         # it here while it switches hosts would run it twice. That includes a VM whose move
         # finished after we read its placement: our snapshot is older than the switch-over.

@@ -34,7 +34,7 @@ from kumo.model.vm import Migration, Placement, VMSpec
 from kumo.storage.volumes import VolumeError
 from kumo.store import keys
 from kumo.store.activity import event_op, finish_task
-from kumo.store.base import Delete, StoreUnavailable
+from kumo.store.base import Compare, Delete, Put, StoreUnavailable
 from kumo.store.records import load, put
 
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ PROBE_SECONDS = 0.3
 SAMPLE_EVERY_S = 20.0  # background dirty-rate measurements of running VMs
 SAMPLE_FRESH_S = 45.0  # a migration uses a sample this recent instead of measuring anew
 FAST_ENOUGH_S = 1.0  # the whole memory crosses the link faster: skip the dirty-rate measure
+ORPHAN_GRACE_S = 15.0  # the source's liveness key gone this long: the target ends the migration
 QUIET_MIB_S = 1.0  # a guest dirtying less converges on any link: the link is not probed
 
 
@@ -63,6 +64,7 @@ class Migrator:
         )
         self.clock: Callable[[], float] = time.monotonic
         self.sampled: dict[str, float] = {}  # vm -> when its last background measure began
+        self.source_gone: dict[str, float] = {}  # vm -> since when its source looks dead
 
     def sample(self, running: list[str]) -> None:
         """Keep a recent dirty rate for each running VM (libvirt measures in the
@@ -291,6 +293,50 @@ class Migrator:
         if secret is None:
             return 0, "no agent secret in the store"
         return self.incoming(record, secret.value.decode(), method, vm)
+
+    # -- a source host that died ---------------------------------------------------------
+    def adopt_orphans(self, migrations: dict[str, tuple[Migration, int]]) -> None:
+        """End, with the truth as this host sees it, a migration to this host whose source
+        host has been dead for a while: nobody else can. The VM runs here (the switch-over
+        happened): it is placed here. It does not: the migration failed, the VM stays placed
+        on its dead host (HA's to restart)."""
+        agent = self.agent
+        here = agent.config.host
+        mine = [(m, rev) for m, rev in migrations.values() if m.target == here]
+        for vm in list(self.source_gone):
+            if vm not in migrations:
+                del self.source_gone[vm]
+        if not mine:
+            return
+        alive = {e.key[len(keys.ALIVE) :] for e in agent.store.range(keys.ALIVE)}
+        now = self.clock()
+        for m, rev in mine:
+            if m.source in alive or m.state != "running":
+                self.source_gone.pop(m.vm, None)
+                continue
+            if now - self.source_gone.setdefault(m.vm, now) < ORPHAN_GRACE_S:
+                continue
+            dom = next((d for d in agent.hv.domains() if d.name == m.vm), None)
+            arrived = dom is not None and dom.state == DomainState.RUNNING
+            why = f"source host {m.source} went down mid-migration"
+            ops: list[Put | Delete]
+            if arrived:
+                ops = [
+                    put(keys.PLACEMENT + m.vm, Placement(host=here, at=agent.clock())),
+                    Delete(keys.MIGRATIONS + m.vm),
+                    event_op(agent.actor, f"vm/{m.vm}", "migrated", f"{why}; it runs on {here}"),
+                ]
+                state, message = TaskState.SUCCEEDED, f"{m.vm} now runs on {here} ({why})"
+            else:
+                ops = [
+                    Delete(keys.MIGRATIONS + m.vm),
+                    event_op(agent.actor, f"vm/{m.vm}", "migration-failed", why),
+                ]
+                state = TaskState.FAILED
+                message = f"{why}; {m.vm} did not arrive on {here} and stays placed on {m.source}"
+            if agent.store.commit([Compare(keys.MIGRATIONS + m.vm, rev)], ops) is not None:
+                finish_task(agent.store, m.task, state, message)
+                self.source_gone.pop(m.vm, None)
 
     # -- the end -----------------------------------------------------------------------
     def _done(self, m: Migration, final: MigrationProgress | None, how: str) -> None:
