@@ -62,6 +62,12 @@ def domains(host: str) -> set[str]:
     return set(kumo("lab", "exec", host, "--", "virsh", "list", "--all", "--name").stdout.split())
 
 
+def elsewhere(plan: LabPlan, vm: str) -> tuple[str, str]:
+    """The VM's host and another host to move it to."""
+    source = host_of(vm)
+    return source, next(h.name for h in plan.hosts if h.name != source)
+
+
 def task(tid: str) -> dict[str, Any]:
     out: dict[str, Any] = json.loads(kumo("task", "show", tid, "-o", "json").stdout)
     return out
@@ -107,8 +113,7 @@ def test_scheduler_chooses_the_target(plan: LabPlan) -> None:
 
 
 def test_cancel_on_a_slow_link_leaves_the_vm_untouched(plan: LabPlan) -> None:
-    source = host_of("mv")
-    target = next(h.name for h in plan.hosts if h.name != source)
+    source, target = elsewhere(plan, "mv")
     boot = HEARTBEAT.findall(console("mv"))[-1][0]
     kumo("lab", "fault", "slow", source, "storage", "2mbit")
     try:
@@ -184,8 +189,7 @@ def running_on(vm: str, plan: LabPlan) -> list[str]:
 
 
 def test_target_libvirtd_dying_mid_migration_leaves_the_vm_on_the_source(plan: LabPlan) -> None:
-    source = host_of("mv")
-    target = next(h.name for h in plan.hosts if h.name != source)
+    source, target = elsewhere(plan, "mv")
     boot = HEARTBEAT.findall(console("mv"))[-1][0]
     kumo("lab", "fault", "slow", source, "storage", "4mbit")
     try:
@@ -216,8 +220,7 @@ def test_target_libvirtd_dying_mid_migration_leaves_the_vm_on_the_source(plan: L
 
 
 def test_source_agent_restarting_mid_migration_ends_in_a_true_state(plan: LabPlan) -> None:
-    source = host_of("mv")
-    target = next(h.name for h in plan.hosts if h.name != source)
+    source, target = elsewhere(plan, "mv")
     boot = HEARTBEAT.findall(console("mv"))[-1][0]
     kumo("lab", "fault", "slow", source, "storage", "16mbit")
     try:
@@ -237,8 +240,7 @@ def test_source_agent_restarting_mid_migration_ends_in_a_true_state(plan: LabPla
 
 
 def test_cold_migration_moves_a_stopped_vm(plan: LabPlan) -> None:
-    source = host_of("free")  # stopped by the test before
-    target = next(h.name for h in plan.hosts if h.name != source)
+    source, target = elsewhere(plan, "free")  # stopped by the test before
     proc = kumo("vm", "migrate", "free", "--to", target, check=False)
     assert proc.returncode != 0 and "use --cold" in proc.stderr
     out = kumo("vm", "migrate", "free", "--cold", "--to", target, "--wait").stdout
@@ -287,8 +289,7 @@ def test_a_host_local_disk_moves_with_the_vm(plan: LabPlan) -> None:
 
 
 def test_source_host_dying_mid_migration_ends_the_task(plan: LabPlan) -> None:
-    source = host_of("mv")
-    target = next(h.name for h in plan.hosts if h.name != source)
+    source, target = elsewhere(plan, "mv")
     kumo("lab", "fault", "slow", source, "storage", "4mbit")
     try:
         tid = start_migration("mv", target)
