@@ -151,6 +151,16 @@ def test_bad_migrations_are_refused(plan: LabPlan, args: list[str], message: str
     assert proc.returncode != 0 and message in " ".join(proc.stderr.split()), proc.stderr
 
 
+def test_a_cpu_model_no_host_provides_is_refused(plan: LabPlan) -> None:
+    hosts = json.loads(kumo("host", "list", "-o", "json").stdout)
+    assert all("qemu64" in h["record"]["cpu_models"] for h in hosts)  # TCG's own
+    args = ["vm", "create", "epyc", "--image", "testguest", "--cpu-model", "EPYC-Milan"]
+    proc = kumo(*args, check=False)
+    assert proc.returncode != 0
+    assert "CPU model EPYC-Milan incompatible" in " ".join(proc.stderr.split()), proc.stderr
+    assert "epyc" not in kumo("vm", "list").stdout
+
+
 def test_same_host_and_stopped_vm_are_refused(plan: LabPlan) -> None:
     here = host_of("mv")
     proc = kumo("vm", "migrate", "mv", "--to", here, check=False)

@@ -430,3 +430,20 @@ def test_a_migration_whose_source_host_died_is_ended_by_the_target(
     else:
         assert t.state == TaskState.FAILED and c.host_of("web1") == "h1"
         assert "did not arrive on h2" in t.message
+
+
+def test_a_target_that_cannot_provide_the_cpu_model_is_refused() -> None:
+    c = Cluster()
+    c.hv["h2"].cpu_models = ("qemu64",)  # an older host: no Nehalem
+    c.agents["h2"].register()
+    c.svc.create_vm(VMCreate(name="n", image="img", memory_mib=128, cpu_model="Nehalem"), "t")
+    c.tick()
+    assert c.host_of("n") != "h2"
+    to = "h3" if c.host_of("n") == "h1" else "h1"
+    with pytest.raises(Conflict, match="CPU model Nehalem incompatible: h2 cannot provide it"):
+        c.svc.migrations.migrate("n", "h2", "t")
+    c.svc.migrations.migrate("n", to, "t")
+    c.tick()
+    assert c.host_of("n") == to
+    with pytest.raises(Conflict, match="CPU model EPYC incompatible"):
+        c.svc.create_vm(VMCreate(name="e", image="img", memory_mib=128, cpu_model="EPYC"), "t")

@@ -103,6 +103,7 @@ class Agent:
             libvirt_version=facts.libvirt_version,
             qemu_version=facts.qemu_version,
             domain_type=self.config.domain_type,
+            cpu_models=facts.cpu_models,
             postcopy=self.page_encoding(facts.postcopy),
             page_encoding=self.page_encoding(facts.compression),
             pools=self._reachable_pools(),
@@ -319,6 +320,7 @@ class Agent:
             uuid=spec.uuid,
             domain_type=self.config.domain_type,
             vcpus=spec.vcpus,
+            cpu_model=spec.cpu_model,
             memory_mib=spec.memory_mib,
             disks=(
                 DiskConfig(self.volumes.path(pool.path, spec.name)),

@@ -25,7 +25,7 @@ def run(
 ) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     store = EtcdStore(etcd)
-    hv = LibvirtHypervisor(libvirt_uri, host=host or socket.gethostname())
+    hv = LibvirtHypervisor(libvirt_uri, host=host or socket.gethostname(), domain_type=domain_type)
     name = host or hv.facts().hostname
     config = AgentConfig(host=name, address=address, domain_type=domain_type, agent_port=port)
 

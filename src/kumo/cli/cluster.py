@@ -165,6 +165,7 @@ def vm_create(
     name: str,
     image: Annotated[str, typer.Option(help="image to clone")],
     vcpus: Annotated[int, typer.Option(help="virtual CPUs")] = 1,
+    cpu_model: Annotated[str, typer.Option(help="guest CPU model, e.g. qemu64")] = "qemu64",
     memory: Annotated[int, typer.Option(help="memory in MiB")] = 512,
     disk_size: Annotated[int | None, typer.Option(help="disk in GiB (default: image)")] = None,
     network: Annotated[
@@ -192,6 +193,7 @@ def vm_create(
         "name": name,
         "image": image,
         "vcpus": vcpus,
+        "cpu_model": cpu_model,
         "memory_mib": memory,
         "networks": network or ["public"],
         "clone": "full" if full_clone else "linked",

@@ -43,6 +43,7 @@ class FakeHypervisor:
         self._doms: dict[str, _FakeDomain] = {}
         self._callbacks: list[Callable[[str], None]] = []
         self.up = True
+        self.cpu_models: tuple[str, ...] = ("qemu64", "Nehalem")
         self.migration_steps = 4  # progress reports before the switch-over
         self.dirty_mib_s: float | None = 0.0  # what dirty_rate() reports
         self.strategies: list[Strategy] = []  # what migrate() was asked to do, in order
@@ -73,7 +74,16 @@ class FakeHypervisor:
 
     def facts(self) -> HostFacts:
         self._check()
-        return HostFacts(self.hostname, self.cpus, self.memory_mib, "9.0.0", "7.2.0", False, True)
+        return HostFacts(
+            self.hostname,
+            self.cpus,
+            self.memory_mib,
+            "9.0.0",
+            "7.2.0",
+            postcopy=False,
+            compression=True,
+            cpu_models=self.cpu_models,
+        )
 
     def domains(self) -> list[Domain]:
         self._check()

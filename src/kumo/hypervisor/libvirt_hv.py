@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+from xml.etree import ElementTree
 
 import libvirt
 
@@ -152,9 +153,12 @@ def _version(v: int) -> str:
 
 
 class LibvirtHypervisor:
-    def __init__(self, uri: str = "qemu:///system", host: str = "") -> None:
+    def __init__(
+        self, uri: str = "qemu:///system", host: str = "", domain_type: str = "qemu"
+    ) -> None:
         self.uri = uri
         self.host = host or uri
+        self.domain_type = domain_type
         _ensure_event_loop()
         self._lock = threading.Lock()
         self._c: libvirt.virConnect | None = None
@@ -223,8 +227,20 @@ class LibvirtHypervisor:
             _version(lib),
             _version(qemu),
             postcopy=_userfaultfd(),
+            cpu_models=self._cpu_models(),
             compression=True,  # xbzrle and multi-threaded: every libvirt kumo runs on
         )
+
+    def _cpu_models(self) -> tuple[str, ...]:
+        """The named guest CPU models this host can provide (libvirt's domain
+        capabilities for the accelerator in use); () when libvirt cannot say."""
+        try:
+            caps = self._conn.getDomainCapabilities(None, None, None, self.domain_type, 0)
+        except libvirt.libvirtError:
+            return ()
+        root = ElementTree.fromstring(caps)
+        models = root.findall("./cpu/mode[@name='custom']/model[@usable='yes']")
+        return tuple(sorted({m.text for m in models if m.text}))
 
     def _kernel_memory_mib(self) -> int:
         try:

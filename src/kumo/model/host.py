@@ -20,6 +20,7 @@ class HostRecord(Frozen):
     libvirt_version: str
     qemu_version: str
     domain_type: Literal["kvm", "qemu"]
+    cpu_models: tuple[str, ...] = ()  # guest CPU models usable here; () = not known
     postcopy: bool = False  # post-copy works here: userfaultfd, and not TCG (ADR 0006)
     # xbzrle and compression are safe for migrations here: not under TCG (ADR 0006)
     page_encoding: bool = False

@@ -11,6 +11,8 @@ from pydantic import Field
 from kumo.model.common import Frozen, Name
 from kumo.model.migration import MigrationOverride, MigrationPolicy
 
+CPU_MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
 
 class Power(StrEnum):
     RUNNING = "running"
@@ -42,6 +44,7 @@ class VMSpec(Frozen):
     name: Name
     uuid: str
     vcpus: int = Field(ge=1, le=256)
+    cpu_model: str = Field(default="qemu64", pattern=CPU_MODEL_PATTERN)  # the guest's CPU
     memory_mib: int = Field(ge=16, le=4 * 1024 * 1024)
     disk_gib: int = Field(ge=1, le=65536)
     image: Name

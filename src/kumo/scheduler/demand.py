@@ -10,6 +10,7 @@ def demand(spec: VMSpec) -> Demand:
     return Demand(
         name=spec.name,
         vcpus=spec.vcpus,
+        cpu_model=spec.cpu_model,
         memory_mib=spec.memory_mib,
         pool=spec.pool,
         networks=frozenset(n.network for n in spec.nics),

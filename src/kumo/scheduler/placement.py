@@ -5,7 +5,8 @@ at create time) and the scheduler controller call the same :func:`place`.
 
 Filters, in order; the reason for "no valid host" names the filter that removed the last
 candidates, with its numbers:
-  host-up, schedulable, host-pin, pool, network, anti-affinity, affinity, cpu, memory.
+  host-up, schedulable, host-pin, pool, network, cpu-model, anti-affinity, affinity, cpu,
+  memory.
 Weighers: ``spread`` prefers the host with the most free memory (then fewest VMs),
 ``pack`` the least; ties go to the host name, so decisions are deterministic.
 """
@@ -26,6 +27,7 @@ class HostView:
     memory_mib: int
     pools: frozenset[str]
     networks: frozenset[str]
+    cpu_models: frozenset[str] = frozenset()  # empty: not known (any model passes)
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class Demand:
     pin: str | None = None
     affinity: str | None = None
     anti_affinity: str | None = None
+    cpu_model: str = ""  # empty: any
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,14 @@ def place(
             "network",
             lambda h: vm.networks <= h.networks,
             lambda c: f"no host reaches network(s) {', '.join(sorted(vm.networks))}",
+        ),
+        (
+            "cpu-model",
+            lambda h: not vm.cpu_model or not h.cpu_models or vm.cpu_model in h.cpu_models,
+            lambda c: (
+                f"CPU model {vm.cpu_model} incompatible: "
+                f"{', '.join(h.name for h in c)} cannot provide it"
+            ),
         ),
         (
             "anti-affinity",

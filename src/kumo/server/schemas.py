@@ -10,7 +10,7 @@ from kumo.model.activity import Event, Task
 from kumo.model.common import Name
 from kumo.model.host import HostRecord, HostState
 from kumo.model.migration import MigrationOverride
-from kumo.model.vm import BootDevice, Power, VMSpec, VMStatus
+from kumo.model.vm import CPU_MODEL_PATTERN, BootDevice, Power, VMSpec, VMStatus
 
 
 class Body(BaseModel):
@@ -25,6 +25,11 @@ class VMCreate(Body):
     name: Name
     image: Name
     vcpus: int = Field(default=1, ge=1, le=256)
+    cpu_model: str = Field(
+        default="qemu64",
+        pattern=CPU_MODEL_PATTERN,
+        description="the guest's CPU model; it runs only on hosts that can provide it",
+    )
     memory_mib: int = Field(default=512, ge=16, le=4 * 1024 * 1024)
     disk_gib: int | None = Field(default=None, ge=1, le=65536)
     pool: Name | None = None

@@ -268,6 +268,7 @@ class ClusterService:
             nics=tuple(Nic(network=n, mac=_mac(vm_uuid, i)) for i, n in enumerate(req.networks)),
             boot=tuple(req.boot),
             ssh_keys=tuple(req.ssh_keys),
+            cpu_model=req.cpu_model,
             runcmd=tuple(req.runcmd),
             placement=PlacementRules(
                 host=req.host, affinity=req.affinity, anti_affinity=req.anti_affinity
@@ -411,6 +412,7 @@ class ClusterService:
                 rec.memory_mib,
                 frozenset(rec.pools),
                 frozenset(rec.networks),
+                frozenset(rec.cpu_models),
             )
             for name, (rec, _) in sorted(self.view.models(HostRecord, keys.HOSTS).items())
         ]
