@@ -104,8 +104,8 @@ class Agent:
             qemu_version=facts.qemu_version,
             domain_type=self.config.domain_type,
             cpu_models=facts.cpu_models,
-            postcopy=self.page_encoding(facts.postcopy),
-            page_encoding=self.page_encoding(facts.compression),
+            postcopy=facts.postcopy and self.config.domain_type == "kvm",
+            page_encoding=self.config.domain_type == "kvm",
             pools=self._reachable_pools(),
             networks=self._reachable_networks(),
             schedulable=existing[0].schedulable if existing else True,
@@ -127,11 +127,6 @@ class Agent:
             ],
         )
         self.lease = lease
-
-    def page_encoding(self, supported: bool) -> bool:
-        """Whether migrations from and to this host may use xbzrle, compression or
-        post-copy: QEMU 7.2 corrupted TCG guests' memory with each (ADR 0006)."""
-        return supported and self.config.domain_type == "kvm"
 
     def keepalive(self) -> None:
         try:

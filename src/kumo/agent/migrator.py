@@ -161,13 +161,14 @@ class Migrator:
         """Only what can change the choice: a guest whose fresh background sample shows
         it nearly idle converges on any link, so the link is probed only when it dirties
         memory or page encoding could be used."""
-        mine = self.agent.hv.facts()
-        encoding = self.agent.page_encoding(mine.compression) and target.page_encoding
+        found = load(self.agent.store, HostRecord, keys.HOSTS + self.agent.config.host)
+        mine = found[0] if found else None
+        encoding = bool(mine and mine.page_encoding and target.page_encoding)
         seen = Measured(
             memory_mib=spec.memory_mib,
             link_mib_s=None,
             dirty_rate_mib_s=self._sampled_rate(m.vm),
-            postcopy=self.agent.page_encoding(mine.postcopy) and target.postcopy,
+            postcopy=bool(mine and mine.postcopy and target.postcopy),
             encoding=encoding,
         )
         quiet = seen.dirty_rate_mib_s is not None and seen.dirty_rate_mib_s < QUIET_MIB_S

@@ -43,7 +43,6 @@ class HostFacts:
     qemu_version: str
     postcopy: bool = False  # QEMU can use userfaultfd here (post-copy migration)
     cpu_models: tuple[str, ...] = ()  # guest CPU models usable here; () = not known
-    compression: bool = False  # libvirt/QEMU can compress migration pages
 
 
 @dataclass(frozen=True)

@@ -81,7 +81,6 @@ class FakeHypervisor:
             "9.0.0",
             "7.2.0",
             postcopy=False,
-            compression=True,
             cpu_models=self.cpu_models,
         )
 

@@ -80,10 +80,8 @@ def _progress(stats: dict[str, Any], completed: bool = False) -> MigrationProgre
         throttle_pct=int(stats.get("auto_converge_throttle", 0)),
         disk_bytes_total=int(stats.get("disk_total", 0)),
         disk_bytes_processed=int(stats.get("disk_processed", 0)),
-        xbzrle_cache_miss_rate=(
-            float(stats["compression_cache_misses"]) / max(1, int(stats.get("memory_iteration", 1)))
-            if "compression_cache_misses" in stats
-            else None
+        xbzrle_cache_misses=(
+            int(stats["compression_cache_misses"]) if "compression_cache_misses" in stats else None
         ),
     )
 
@@ -228,7 +226,6 @@ class LibvirtHypervisor:
             _version(qemu),
             postcopy=_userfaultfd(),
             cpu_models=self._cpu_models(),
-            compression=True,  # xbzrle and multi-threaded: every libvirt kumo runs on
         )
 
     def _cpu_models(self) -> tuple[str, ...]:

@@ -38,8 +38,7 @@ class MigrationProgress(Frozen):
     downtime_ms: float | None = None  # when done: the real downtime
     throttle_pct: int = 0  # vCPU time auto-converge takes from the guest now
     downtime_target_ms: int = 0  # the switch-over pause allowed now (raised on stalls)
-    xbzrle_cache_miss_rate: float | None = None
-    compression_ratio: float | None = None
+    xbzrle_cache_misses: int | None = None  # pages not found in the xbzrle cache, so far
     postcopy: bool = False  # switched to post-copy
     disk_bytes_total: int = 0  # storage copy of a host-local disk (before the memory)
     disk_bytes_processed: int = 0

@@ -22,7 +22,8 @@ class HostRecord(Frozen):
     domain_type: Literal["kvm", "qemu"]
     cpu_models: tuple[str, ...] = ()  # guest CPU models usable here; () = not known
     postcopy: bool = False  # post-copy works here: userfaultfd, and not TCG (ADR 0006)
-    # xbzrle and compression are safe for migrations here: not under TCG (ADR 0006)
+    # xbzrle and compression are safe for migrations here: KVM guests only; under TCG, QEMU
+    # 7.2 corrupted guest memory with them, and with post-copy (ADR 0006)
     page_encoding: bool = False
     pools: tuple[Name, ...] = ()
     networks: tuple[Name, ...] = ()

@@ -45,7 +45,7 @@ def effective(policy: MigrationPolicy, *overrides: MigrationOverride | None) -> 
     for o in overrides:
         if o is not None:
             policy = policy.model_copy(update=o.model_dump(exclude_none=True))
-    return MigrationPolicy.model_validate(policy.model_dump())
+    return policy
 
 
 class MigrationSettings(Frozen):

@@ -9,7 +9,12 @@ from typing import TYPE_CHECKING
 
 from kumo.model.activity import Task, TaskState
 from kumo.model.host import Maintenance, MaintenanceState, Pool
-from kumo.model.migration import MigrationOverride, MigrationSettings, effective
+from kumo.model.migration import (
+    MigrationOverride,
+    MigrationPolicy,
+    MigrationSettings,
+    effective,
+)
 from kumo.model.vm import Migration, Placement, Power, VMSpec, VMState, VMStatus
 from kumo.scheduler.demand import demand
 from kumo.scheduler.placement import Chosen, place, usage_of
@@ -36,6 +41,16 @@ def _slots(
     return None
 
 
+def _consistent(policy: MigrationPolicy, prefix: str = "") -> None:
+    """Refuse a policy whose downtime target starts above the ceiling it may rise to."""
+    if policy.max_downtime_ms < policy.downtime_ms:
+        raise Invalid(
+            f"{prefix}max_downtime_ms: {policy.max_downtime_ms} is below downtime_ms "
+            f"{policy.downtime_ms}; the target only rises",
+            f"{prefix}max_downtime_ms",
+        )
+
+
 class Migrations:
     def __init__(self, svc: ClusterService) -> None:
         self.svc = svc
@@ -46,11 +61,7 @@ class Migrations:
         return found[0] if found else MigrationSettings()
 
     def set_settings(self, new: MigrationSettings, actor: str) -> MigrationSettings:
-        if new.policy.max_downtime_ms < new.policy.downtime_ms:
-            raise Invalid(
-                f"policy.max_downtime_ms: must be at least downtime_ms ({new.policy.downtime_ms})",
-                "policy.max_downtime_ms",
-            )
+        _consistent(new.policy, "policy.")
         found = self.svc.store.get(keys.MIGRATION_SETTINGS)
         ok = self.svc._commit(
             [Compare(keys.MIGRATION_SETTINGS, found.mod_revision if found else 0)],
@@ -65,13 +76,7 @@ class Migrations:
 
     def set_vm_policy(self, name: str, override: MigrationOverride, actor: str) -> VMSpec:
         spec, rev = self.svc._spec(name)
-        merged = effective(self.settings().policy, override)
-        if merged.max_downtime_ms < merged.downtime_ms:
-            raise Invalid(
-                f"max_downtime_ms: {merged.max_downtime_ms} is below downtime_ms "
-                f"{merged.downtime_ms}",
-                "max_downtime_ms",
-            )
+        _consistent(effective(self.settings().policy, override))  # it replaces the old one
         empty = override == MigrationOverride()
         updated = spec.model_copy(update={"migration": None if empty else override})
         ok = self.svc._commit(
@@ -148,12 +153,7 @@ class Migrations:
             raise Conflict(str(result), "to")
         settings = self.settings()
         policy = effective(settings.policy, spec.migration, override)
-        if policy.max_downtime_ms < policy.downtime_ms:
-            raise Invalid(
-                f"downtime_ms: {policy.downtime_ms} is above max_downtime_ms "
-                f"{policy.max_downtime_ms}",
-                "downtime_ms",
-            )
+        _consistent(policy)
         task = new_task("vm.migrate", f"vm/{name}", actor, svc.clock())
         running = [m for m, _ in view.models(Migration, keys.MIGRATIONS).values()]
         wait = _slots([m for m in running if m.state == "running"], settings, source, result.host)
