@@ -52,7 +52,7 @@ def serve(
         def _incoming(self, method: str) -> bool:
             """``POST|DELETE /v1/incoming/VM``: make (or remove) the disk of a VM about to
             arrive with its host-local disk copied."""
-            m = _INCOMING.match(urlparse(self.path).path)
+            m = _INCOMING.fullmatch(urlparse(self.path).path)
             if not m or incoming is None:
                 return False
             if self._authorized():
@@ -97,7 +97,7 @@ def serve(
             if not self._authorized():
                 return
             url = urlparse(self.path)
-            m = _CONSOLE.match(url.path)
+            m = _CONSOLE.fullmatch(url.path)
             if not m:
                 self._send(404, b"not found")
                 return

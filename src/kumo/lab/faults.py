@@ -43,7 +43,7 @@ def parse_network(value: str) -> Network:
 def parse_rate(value: str) -> str:
     """A tc rate such as ``80mbit`` (units: bit, kbit, mbit, gbit, bps, kbps, mbps, gbps)."""
     rate = value.strip().lower()
-    m = RATE_RE.match(rate)
+    m = RATE_RE.fullmatch(rate)
     if not m or float(m.group(1)) <= 0:
         raise LabPlanError(
             f"rate: {value!r} is not a rate; use a positive number with a tc unit, e.g. 80mbit"

@@ -7,7 +7,10 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
-NAME_PATTERN = r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$|^[a-z]$"
+# A JSON-schema (ECMA 262) regex too, for the OpenAPI document; Python checks it with
+# fullmatch, because re's "$" also matches before a trailing newline ("web1\n").
+NAME_PATTERN = r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"
+NAME_MAX_LENGTH = 63
 NAME_RULE = (
     "1 to 63 characters: lowercase letters, digits and '-', starting with a letter and not "
     "ending with '-'"
@@ -16,7 +19,7 @@ _NAME = re.compile(NAME_PATTERN)
 
 
 def check_name(value: str) -> str:
-    if not _NAME.match(value):
+    if not _NAME.fullmatch(value):
         raise ValueError(f"{value!r} is not a valid name: {NAME_RULE}")
     return value
 
