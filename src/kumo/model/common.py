@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, WithJsonSchema
 
 # A JSON-schema (ECMA 262) regex too, for the OpenAPI document; Python checks it with
 # fullmatch, because re's "$" also matches before a trailing newline ("web1\n").
@@ -24,7 +24,16 @@ def check_name(value: str) -> str:
     return value
 
 
-Name = Annotated[str, AfterValidator(check_name)]
+# The JSON schema publishes the rule check_name enforces, so the OpenAPI document states
+# which names are valid (a schema-valid name is accepted); check_name gives the message.
+NAME_SCHEMA = {
+    "type": "string",
+    "pattern": NAME_PATTERN,
+    "minLength": 1,
+    "maxLength": NAME_MAX_LENGTH,
+    "description": NAME_RULE,
+}
+Name = Annotated[str, AfterValidator(check_name), WithJsonSchema(NAME_SCHEMA)]
 
 
 class Frozen(BaseModel):
