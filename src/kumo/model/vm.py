@@ -75,6 +75,8 @@ class VMState(StrEnum):
     CRASHED = "crashed"
     DELETING = "deleting"
     ERROR = "error"
+    # Shown by the API, never reported: the VM's host is down, so its last report is stale.
+    UNKNOWN = "unknown"
 
 
 class VMStatus(Frozen):

@@ -63,6 +63,24 @@ def _mac(vm_uuid: str, index: int) -> str:
     return f"52:54:00:{raw[0]:02x}:{raw[1]:02x}:{(raw[2] + index) % 256:02x}"
 
 
+def _vm_state(
+    spec: VMSpec, placement: Placement | None, status: VMStatus | None, host_up: bool
+) -> tuple[str, str]:
+    """The state and message a VM shows. Its status is its host's word: once the host is
+    down (no live agent lease) that word is stale, so the state is ``unknown`` until the host
+    reports again (or HA moves the VM)."""
+    if placement is not None and not host_up:
+        last = f"last reported {status.state.value}" if status else "never reported"
+        if status and status.message:
+            last += f" ({status.message})"
+        return VMState.UNKNOWN.value, f"host {placement.host} is down (no live agent lease); {last}"
+    if spec.deleting:
+        return VMState.DELETING.value, status.message if status else ""
+    if status is not None:
+        return status.state.value, status.message
+    return ("pending" if placement else "unplaced"), ""
+
+
 @dataclass
 class _PlaceRequest:
     spec: VMSpec
@@ -155,13 +173,14 @@ class ClusterService:
                 return h
         raise NotFound(f"host {name} does not exist")
 
-    def _view(self, spec: VMSpec, placement: Placement | None, status: VMStatus | None) -> VMView:
-        if spec.deleting:
-            state = VMState.DELETING.value
-        elif status is not None:
-            state = status.state.value
-        else:
-            state = "pending" if placement else "unplaced"
+    def _view(
+        self,
+        spec: VMSpec,
+        placement: Placement | None,
+        status: VMStatus | None,
+        host_up: bool,
+    ) -> VMView:
+        state, message = _vm_state(spec, placement, status, host_up)
         return VMView(
             name=spec.name,
             host=placement.host if placement else None,
@@ -173,7 +192,7 @@ class ClusterService:
             image=spec.image,
             pool=spec.pool,
             networks=[n.network for n in spec.nics],
-            message=status.message if status else "",
+            message=message,
             task=spec.task,
             spec=spec,
             status=status,
@@ -187,16 +206,19 @@ class ClusterService:
         start = bisect.bisect_right(names, after) if after else 0
         page = entries[start : start + limit]
         specs = self.view.models(VMSpec, keys.VMS)
+        alive = {e.key[len(keys.ALIVE) :] for e in self.view.range(keys.ALIVE)}
         out = []
         for e in page:
             name = e.key[len(keys.VMS) :]
             p = self.view.get(keys.PLACEMENT + name)
+            placement = decode(Placement, p) if p else None
             st = self.view.get(keys.VMSTATUS + name)
             out.append(
                 self._view(
                     specs[name][0],
-                    decode(Placement, p) if p else None,
+                    placement,
                     decode(VMStatus, st) if st else None,
+                    placement is not None and placement.host in alive,
                 )
             )
         return out
@@ -205,7 +227,8 @@ class ClusterService:
         spec = self._spec(name)[0]
         p = load(self.store, Placement, keys.PLACEMENT + name)
         s = load(self.store, VMStatus, keys.VMSTATUS + name)
-        return self._view(spec, p[0] if p else None, s[0] if s else None)
+        up = p is not None and self.store.get(keys.ALIVE + p[0].host) is not None
+        return self._view(spec, p[0] if p else None, s[0] if s else None, up)
 
     def _spec(self, name: str) -> tuple[VMSpec, int]:
         found = load(self.store, VMSpec, keys.VMS + name)
@@ -290,7 +313,8 @@ class ClusterService:
             actor,
             on_lost=lambda: self._exists(spec.name),
         )
-        return self._view(spec, Placement(host=host, at=self.clock()), None), task
+        # The scheduler chose a live host.
+        return self._view(spec, Placement(host=host, at=self.clock()), None, True), task
 
     def _exists(self, name: str) -> None:
         if self.view.get(keys.VMS + name) is not None:
