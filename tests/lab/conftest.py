@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -84,7 +85,69 @@ class HttpPoller:
             if m:
                 self.samples.append((float(stamp), m.group(1), int(m.group(2))))
 
+    def wait_more(self, more: int, timeout: float = 30) -> None:
+        """Until the guest has answered ``more`` times beyond the answers seen so far."""
+        want = len(self.samples) + more
+        deadline = time.monotonic() + timeout
+        while len(self.samples) < want:
+            assert time.monotonic() < deadline, f"the guest stopped answering: {self.samples[-3:]}"
+            time.sleep(0.1)
+
     def stop(self) -> None:
         self.proc.kill()
         self.proc.wait()
         self.thread.join(timeout=5)
+
+
+def heartbeats(vm: str, nbytes: int = 4000) -> list[tuple[str, int]]:
+    """The (boot id, counter) of every heartbeat in the VM's console log, oldest first."""
+    text = kumo("vm", "console-log", vm, "--bytes", str(nbytes), check=False).stdout
+    return [(b, int(n)) for b, n, _ in HEARTBEAT.findall(text)]
+
+
+def last_heartbeat(vm: str, timeout: float = 120) -> tuple[str, int]:
+    """The VM's newest heartbeat, waiting for its first one."""
+    deadline = time.monotonic() + timeout
+    while not (seen := heartbeats(vm)):
+        assert time.monotonic() < deadline, f"{vm}: no heartbeat within {timeout:.0f} s"
+        time.sleep(0.5)
+    return seen[-1]
+
+
+def heartbeat_after(vm: str, ref: tuple[str, int], lines: int = 3, timeout: float = 120) -> str:
+    """The boot id of a heartbeat newer than ``ref``: one from another boot, or ``lines``
+    counts past ``ref`` in the same boot. A reboot after ``ref`` cannot hide behind an old
+    line: its first heartbeat carries a new boot id."""
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = heartbeats(vm)
+        if seen and (seen[-1][0] != ref[0] or seen[-1][1] >= ref[1] + lines):
+            return seen[-1][0]
+        assert time.monotonic() < deadline, f"{vm}: no heartbeat newer than {ref}: {seen[-3:]}"
+        time.sleep(0.5)
+
+
+class VMs:
+    """VMs a test makes for itself through the CLI; deleted when the test ends."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def create(self, name: str, *args: str, memory: int = 128, wait: bool = True) -> str:
+        self.names.append(name)
+        extra = ["--wait"] if wait else []
+        kumo("vm", "create", name, "--image", "testguest", "--memory", str(memory), *args, *extra)
+        return name
+
+    def delete_all(self) -> None:
+        for name in reversed(self.names):
+            kumo("vm", "delete", name, "--wait", check=False, timeout=120)
+
+
+@pytest.fixture
+def vms() -> Iterator[VMs]:
+    made = VMs()
+    try:
+        yield made
+    finally:
+        made.delete_all()

@@ -116,7 +116,7 @@ def test_guest_live_migrates_over_storage_network_without_losing_a_beat() -> Non
 
     poller = HttpPoller(ip)
     try:
-        time.sleep(3)
+        poller.wait_more(10)
         t0 = time.monotonic()
         kumo(
             "lab",
@@ -137,7 +137,7 @@ def test_guest_live_migrates_over_storage_network_without_losing_a_beat() -> Non
         )
         took = time.monotonic() - t0
         wait_serial("h2", "mig1", rf"KUMO-GUEST boot={boot_id} n=\d+", 30)
-        time.sleep(4)
+        poller.wait_more(10)  # answering from h2
     finally:
         poller.stop()
 
