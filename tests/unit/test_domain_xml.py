@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import libvirt
+import pytest
 
 from kumo.hypervisor.domain import DiskConfig, DomainConfig, NicConfig, domain_xml, owned_by_kumo
 
@@ -24,11 +25,35 @@ CFG = DomainConfig(
 )
 
 
-def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("KUMO_REGENERATE_GOLDEN") or not path.exists():
+def check_golden(name: str, text: str, directory: Path = GOLDEN) -> None:
+    """``text`` must equal the stored file ``name``. A missing file fails like a changed one:
+    it is written only when KUMO_REGENERATE_GOLDEN=1 (then review the diff and commit it)."""
+    path = directory / name
+    if os.environ.get("KUMO_REGENERATE_GOLDEN") == "1":
         path.write_text(text)
-    assert text == path.read_text(), f"{name} changed; KUMO_REGENERATE_GOLDEN=1 to accept"
+    how = "run the test again with KUMO_REGENERATE_GOLDEN=1, then review and commit the file"
+    assert path.exists(), f"golden file {path} is missing; to write it, {how}"
+    assert text == path.read_text(), f"{name} changed; to accept the change, {how}"
+
+
+def test_a_missing_golden_file_fails_unless_regenerating(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KUMO_REGENERATE_GOLDEN", raising=False)
+    with pytest.raises(
+        AssertionError,
+        match="missing; to write it, run the test again with KUMO_REGENERATE_GOLDEN=1",
+    ):
+        check_golden("new.xml", "<a/>", tmp_path)
+    assert not (tmp_path / "new.xml").exists()
+    monkeypatch.setenv("KUMO_REGENERATE_GOLDEN", "1")
+    check_golden("new.xml", "<a/>", tmp_path)
+    assert (tmp_path / "new.xml").read_text() == "<a/>"
+    monkeypatch.delenv("KUMO_REGENERATE_GOLDEN")
+    check_golden("new.xml", "<a/>", tmp_path)
+    with pytest.raises(AssertionError, match=r"new\.xml changed; to accept the change, run"):
+        check_golden("new.xml", "<b/>", tmp_path)
+    assert (tmp_path / "new.xml").read_text() == "<a/>"
 
 
 def test_domain_xml_golden() -> None:
