@@ -11,6 +11,7 @@ from kumo.model.activity import Task, TaskState
 from kumo.model.host import HostRecord, Image, Network, Pool
 from kumo.model.vm import Placement, Power, VMSpec, VMState, VMStatus
 from kumo.sim.cluster import vm_spec
+from kumo.storage.pool_identity import FakePoolIds
 from kumo.storage.volumes import FakeVolumes
 from kumo.store import keys
 from kumo.store.activity import new_task
@@ -24,6 +25,7 @@ class World:
         self.store = MemoryStore(clock=lambda: self.now)
         self.hv = FakeHypervisor("h1", acpi=acpi)
         self.vols = FakeVolumes({"images/tg.qcow2"})
+        self.pool_ids = FakePoolIds()
         self.store.commit(
             [],
             [
@@ -48,6 +50,7 @@ class World:
             self.vols,
             clock=lambda: self.now,
             path_exists=lambda p: True,
+            pool_ids=self.pool_ids,
         )
 
     def spec(self, name: str = "web1", **kw: object) -> VMSpec:

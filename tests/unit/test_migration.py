@@ -17,6 +17,7 @@ from kumo.server.errors import Conflict, Invalid, NotFound
 from kumo.server.schemas import ImageImport, PoolCreate, VMCreate
 from kumo.server.service import ClusterService
 from kumo.sim.cluster import define_basics
+from kumo.storage.pool_identity import FakePoolIds
 from kumo.storage.volumes import FakeVolumes
 from kumo.store import keys
 from kumo.store.base import Delete, Put
@@ -30,6 +31,7 @@ class Cluster:
         self.svc = ClusterService(self.store)
         define_basics(self.svc)
         self.vols = FakeVolumes()
+        self.pool_ids = FakePoolIds()  # one shared directory, seen by every host
         self.store.commit([], [Put(keys.AGENT_SECRET, b"secret")])
         self.hv: dict[str, FakeHypervisor] = {}
         self.agents: dict[str, Agent] = {}
@@ -43,7 +45,12 @@ class Cluster:
                 threaded=False,
             )
             self.agents[h] = Agent(
-                cfg, self.store, self.hv[h], self.vols, path_exists=lambda p: True
+                cfg,
+                self.store,
+                self.hv[h],
+                self.vols,
+                path_exists=lambda p: True,
+                pool_ids=self.pool_ids,
             )
             self.agents[h].register()
             # the storage link as the source agent's probe measures it

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +36,7 @@ from kumo.model.activity import TaskState
 from kumo.model.host import HostRecord, Image, Network, Pool
 from kumo.model.vm import Migration, Placement, Power, VMSpec, VMState, VMStatus
 from kumo.provision.cloudinit import nocloud
+from kumo.storage.pool_identity import DirPoolIds, PoolIds, check_shared_pool
 from kumo.storage.volumes import VolumeError, Volumes
 from kumo.store import keys
 from kumo.store.activity import event_op, finish_task
@@ -66,6 +68,7 @@ class _Memory:
     stop_since: dict[str, float] = field(default_factory=dict)
     reboot_done: dict[str, int] = field(default_factory=dict)
     last_status: dict[str, VMStatus] = field(default_factory=dict)
+    pool_problems: dict[str, str] = field(default_factory=dict)  # pool -> why unavailable
 
 
 class Agent:
@@ -77,6 +80,8 @@ class Agent:
         volumes: Volumes,
         clock: Callable[[], float] = time.time,
         path_exists: Callable[[str], bool] = os.path.exists,
+        pool_ids: PoolIds | None = None,
+        new_id: Callable[[], str] = lambda: secrets.token_hex(16),
     ) -> None:
         self.config = config
         self.store = store
@@ -84,6 +89,8 @@ class Agent:
         self.volumes = volumes
         self.clock = clock
         self.path_exists = path_exists
+        self.pool_ids = pool_ids if pool_ids is not None else DirPoolIds()
+        self.new_id = new_id  # a shared pool's id, when this host is the first to see it
         self.lease = 0
         self.mem = _Memory()
         self.actor = f"agent:{config.host}"
@@ -136,13 +143,43 @@ class Agent:
             self.register()
 
     def _reachable_pools(self) -> tuple[str, ...]:
+        """Local pools, and the shared pools whose directory here holds the pool's id."""
         pools = load_all(self.store, Pool, keys.POOLS)
         ok = []
         for name, (pool, _) in sorted(pools.items()):
-            marker = os.path.join(pool.path, ".kumo-pool")
-            if pool.kind == "local-dir" or self.path_exists(marker):
+            if pool.kind == "local-dir":
                 ok.append(name)
+                continue
+            check = check_shared_pool(
+                self.store, pool, self.pool_ids, self.config.host, self.new_id, self.clock()
+            )
+            if check.available:
+                ok.append(name)
+            self._pool_problem(name, check.problem)
         return tuple(ok)
+
+    def _pool_problem(self, pool: str, problem: str) -> None:
+        """Log and record an event when a pool's problem here appears, changes or clears."""
+        if self.mem.pool_problems.get(pool, "") == problem:
+            return
+        if problem:
+            log.warning("host %s: %s", self.config.host, problem)
+            self.mem.pool_problems[pool] = problem
+        else:
+            self.mem.pool_problems.pop(pool, None)
+        message = problem or f"pool {pool} verified: its id is in its directory here"
+        self.store.commit(
+            [],
+            [
+                event_op(
+                    self.actor,
+                    f"host/{self.config.host}",
+                    "pool-unavailable" if problem else "pool-available",
+                    message,
+                    self.clock(),
+                )
+            ],
+        )
 
     def _reachable_networks(self) -> tuple[str, ...]:
         nets = load_all(self.store, Network, keys.NETWORKS)
@@ -376,6 +413,7 @@ class Agent:
                 Delete(keys.VMS + name),
                 Delete(keys.PLACEMENT + name),
                 Delete(keys.VMSTATUS + name),
+                *(Delete(keys.MACS + nic.mac) for nic in spec.nics),  # free for other VMs
                 event_op(
                     self.actor,
                     f"vm/{name}",

@@ -101,8 +101,8 @@ def _userfaultfd() -> bool:
 
 def _flags_and_params(s: Strategy, target: MigrationTarget) -> tuple[int, dict[str, Any]]:
     # UNSAFE: libvirt cannot tell that a bind- or NFS-mounted directory is shared; kumo
-    # only migrates disks on pools every host registered as reachable (marker checked),
-    # and they use cache='none'.
+    # only migrates disks on pools every host registered as reachable (each found the pool's
+    # recorded id in its own directory: storage/pool_identity.py), and they use cache='none'.
     flags = (
         libvirt.VIR_MIGRATE_LIVE
         | libvirt.VIR_MIGRATE_PEER2PEER

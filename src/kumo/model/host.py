@@ -43,6 +43,16 @@ class Pool(Frozen):
     path: str = Field(pattern=r"^/[^\x00]*$")
 
 
+class PoolIdentity(Frozen):
+    """A shared pool's random id: recorded by the first agent that saw the pool, and written
+    in the pool's directory, where every other host must find it (storage/pool_identity.py)."""
+
+    pool: Name
+    id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    recorded_by: Name
+    at: float
+
+
 class Network(Frozen):
     name: Name
     kind: Literal["bridge"] = "bridge"

@@ -5,9 +5,11 @@
 /kumo/vms/<vm>            VMSpec                API
 /kumo/placement/<vm>      Placement             scheduler (compare-and-swap on sched-epoch)
 /kumo/vmstatus/<vm>       VMStatus              agent of the host running it
+/kumo/macs/<mac>          vm name               placement claims it with the VM; deleted with the VM
 /kumo/migrations/<vm>     Migration             API creates; the source agent runs and removes it
 /kumo/maintenance/<host>  Maintenance           API creates and removes; the leader drains
 /kumo/pools/<pool>, /kumo/networks/<net>, /kumo/images/<image>    API
+/kumo/pool-ids/<pool>     PoolIdentity          the first agent to see the shared pool (create once)
 /kumo/tasks/<id>          Task                  API creates; agent/controllers finish
 /kumo/events/<rev-ish>    Event                 everyone (append-only)
 /kumo/tokens/<sha256>     TokenRecord           server
@@ -25,9 +27,11 @@ ALIVE = ROOT + "alive/"
 VMS = ROOT + "vms/"
 PLACEMENT = ROOT + "placement/"
 VMSTATUS = ROOT + "vmstatus/"
+MACS = ROOT + "macs/"
 MIGRATIONS = ROOT + "migrations/"
 MAINTENANCE = ROOT + "maintenance/"
 POOLS = ROOT + "pools/"
+POOL_IDS = ROOT + "pool-ids/"
 NETWORKS = ROOT + "networks/"
 IMAGES = ROOT + "images/"
 TASKS = ROOT + "tasks/"
