@@ -108,7 +108,7 @@ def _build(
     images = hypervisor_host.nas_export() / "images"
     images.mkdir(parents=True, exist_ok=True)
     shutil.copy(image.golden, images / GOLDEN_NAME)
-    (hypervisor_host.nas_export() / ".kumo-pool").write_text("shared\n")
+    # No marker to write: the first agent gives the shared pool its id (pool_identity.py).
     hosts_file = hypervisor_host.hosts_file(list(plan.nodes))
     for host in plan.hosts:
         hypervisor_host.prepare_host(host, hosts_file)
