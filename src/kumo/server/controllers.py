@@ -14,12 +14,16 @@ from kumo.store.base import Delete
 
 log = logging.getLogger("kumo.controllers")
 MAX_EVENTS = 20000
+TRIM_BATCH = 100  # deletes a transaction: under etcd's default limit of 128 operations
 
 
 class Controllers:
-    def __init__(self, service: ClusterService, trim_every: int = 60) -> None:
+    def __init__(
+        self, service: ClusterService, trim_every: int = 60, max_events: int = MAX_EVENTS
+    ) -> None:
         self.service = service
-        self.trim_every = trim_every
+        self.trim_every = trim_every  # trim the event log on the first pass and every n-th
+        self.max_events = max_events
         self.passes = 0
 
     def run_once(self) -> None:
@@ -30,15 +34,14 @@ class Controllers:
         started = self.service.migrations.start_queued("controller:migrations")
         if started:
             log.info("migrations started from the queue: %s", ", ".join(started))
-        self.passes += 1
-        if self.passes % self.trim_every == 1:
+        if self.passes % self.trim_every == 0:
             self._trim_events()
+        self.passes += 1
 
     def _trim_events(self) -> None:
+        """Delete the oldest events beyond ``max_events`` (event keys sort by time)."""
         events = self.service.view.range(keys.EVENTS)
-        extra = len(events) - MAX_EVENTS
-        if extra > 0:
-            for i in range(0, extra, 100):
-                self.service.store.commit(
-                    [], [Delete(e.key) for e in events[i : min(extra, i + 100)]]
-                )
+        extra = len(events) - self.max_events
+        for i in range(0, extra, TRIM_BATCH):
+            old = events[i : min(extra, i + TRIM_BATCH)]
+            self.service.store.commit([], [Delete(e.key) for e in old])
