@@ -38,6 +38,7 @@ from kumo.scheduler.demand import demand
 from kumo.scheduler.placement import Chosen, HostUsage, Placed, Policy, place, usage_of
 from kumo.scheduler.placement import HostView as SchedHost
 from kumo.server.errors import Conflict, Invalid, NotFound
+from kumo.server.macs import NoFreeMac, draw_macs, random_bits
 from kumo.server.migrations import Migrations
 from kumo.server.schemas import (
     HostView,
@@ -54,13 +55,10 @@ from kumo.store.cache import DirectView, StoreCache
 from kumo.store.records import decode, load, load_all, put
 
 PLACEMENT_RETRIES = 20
-MAX_BATCH = 25  # 4 writes a VM: stays under etcd's default of 128 operations a transaction
+# etcd's default --max-txn-ops: a transaction holds at most this many compares, and as many
+# writes. A group commit takes requests while their operations fit (25 one-NIC VMs).
+MAX_TXN_OPS = 128
 _USAGE_PREFIXES = (keys.VMS, keys.PLACEMENT, keys.MIGRATIONS)
-
-
-def _mac(vm_uuid: str, index: int) -> str:
-    raw = uuid.UUID(vm_uuid).bytes
-    return f"52:54:00:{raw[0]:02x}:{raw[1]:02x}:{(raw[2] + index) % 256:02x}"
 
 
 def _vm_state(
@@ -88,9 +86,27 @@ class _PlaceRequest:
     ops: list[Put]
     actor: str
     on_lost: Callable[[], None]
+    new: bool = False  # a new VM: its spec and its MAC keys are written with its placement
     host: str | None = None
     error: Exception | None = None
     done: bool = False
+
+
+def _txn_ops(r: _PlaceRequest) -> int:
+    """The compares or writes ``r`` adds to a group commit, whichever are more: its own,
+    the placement (and its event); for a new VM, its spec and a key a MAC."""
+    nics = len(r.spec.nics) if r.new else 0
+    return max(len(r.compares) + 1 + nics, len(r.ops) + 2 + (1 + nics if r.new else 0))
+
+
+def _take_batch(queue: list[_PlaceRequest]) -> tuple[list[_PlaceRequest], list[_PlaceRequest]]:
+    """The first requests of ``queue`` whose operations fit one transaction (at least one),
+    and the rest."""
+    room, n = MAX_TXN_OPS - 1, 0  # 1: the sched-epoch compare and write
+    while n < len(queue) and (n == 0 or _txn_ops(queue[n]) <= room):
+        room -= _txn_ops(queue[n])
+        n += 1
+    return queue[:n], queue[n:]
 
 
 class ClusterService:
@@ -100,10 +116,12 @@ class ClusterService:
         policy: Policy | None = None,
         clock: Callable[[], float] = time.time,
         view: StoreCache | DirectView | None = None,
+        mac_bits: Callable[[], int] = random_bits,
     ) -> None:
         self.store = store
         self.policy = policy or Policy()
         self.clock = clock
+        self.mac_bits = mac_bits  # random bits for MAC addresses
         # Lists and placement read this (a watch-fed cache in `kumo server`).
         self.view = view or DirectView(store)
         # Placed VMs as the scheduler sees them, per (spec, placement) revision.
@@ -279,6 +297,7 @@ class ClusterService:
                 raise Invalid(f"host: no host named {req.host}", "host")
         vm_uuid = str(uuid.uuid4())
         task = new_task("vm.create", f"vm/{req.name}", actor, self.clock())
+        macs = draw_macs(len(req.networks), lambda _: False, self.mac_bits)  # checked when placed
         spec = VMSpec(
             name=req.name,
             uuid=vm_uuid,
@@ -288,7 +307,7 @@ class ClusterService:
             image=req.image,
             pool=pool,
             clone=req.clone,
-            nics=tuple(Nic(network=n, mac=_mac(vm_uuid, i)) for i, n in enumerate(req.networks)),
+            nics=tuple(Nic(network=n, mac=m) for n, m in zip(req.networks, macs, strict=True)),
             boot=tuple(req.boot),
             ssh_keys=tuple(req.ssh_keys),
             cpu_model=req.cpu_model,
@@ -301,17 +320,13 @@ class ClusterService:
             task=task.id,
             created_at=self.clock(),
         )
-        host = self._place_and_commit(
+        host, spec = self._place_and_commit(
             spec,
-            [
-                Compare(keys.VMS + spec.name, 0),
-            ],
-            [
-                put(keys.VMS + spec.name, spec),
-                put(keys.TASKS + task.id, task),
-            ],
+            [Compare(keys.VMS + spec.name, 0)],
+            [put(keys.TASKS + task.id, task)],
             actor,
             on_lost=lambda: self._exists(spec.name),
+            new=True,
         )
         # The scheduler chose a live host.
         return self._view(spec, Placement(host=host, at=self.clock()), None, True), task
@@ -327,23 +342,26 @@ class ClusterService:
         ops: list[Put],
         actor: str,
         on_lost: Callable[[], None],
-    ) -> str:
+        new: bool = False,
+    ) -> tuple[str, VMSpec]:
+        """Place ``spec`` and commit it with ``compares`` and ``ops``: the host and the spec
+        as committed (a new VM's MACs may have been drawn again)."""
         # One placer at a time per replica (concurrent ones would only lose the sched-epoch
         # race to each other). Requests that arrive while it waits on etcd queue up, and the
         # next placer decides them all and commits them in one transaction (group commit).
-        req = _PlaceRequest(spec, compares, ops, actor, on_lost)
+        req = _PlaceRequest(spec, compares, ops, actor, on_lost, new)
         with self._queue_lock:
             self._queue.append(req)
         while not req.done:
             with self._placing:
                 with self._queue_lock:
-                    batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                    batch, self._queue = _take_batch(self._queue)
                 if batch:
                     self._place_batch(batch)
         if req.error is not None:
             raise req.error
         assert req.host is not None
-        return req.host
+        return req.host, req.spec
 
     def _place_batch(self, batch: list[_PlaceRequest]) -> None:
         """Decide and commit ``batch``, in rounds: what a round leaves (a lost race, a
@@ -384,6 +402,7 @@ class ClusterService:
         chosen: list[tuple[_PlaceRequest, str]] = []
         compares = [Compare(keys.SCHED_EPOCH, epoch_rev)]
         writes: list[Put | Delete] = []
+        macs: set[str] = set()  # claimed by this group
         for r in batch:
             if r.spec.name in names:
                 left.append(r)
@@ -401,6 +420,12 @@ class ClusterService:
                 else:
                     left.append(r)  # refuse only on etcd's current state
                 continue
+            if r.new:
+                try:
+                    compares += self._claim_macs(r, macs, writes)
+                except NoFreeMac as exc:
+                    r.error, r.done = Conflict(f"networks: {exc}", "networks"), True
+                    continue
             names.add(r.spec.name)
             usage[result.host] = usage.get(result.host, HostUsage()).plus(d)
             chosen.append((r, result.host))
@@ -423,6 +448,27 @@ class ClusterService:
         for r, host in chosen:
             r.host, r.done = host, True
         return left
+
+    def _claim_macs(
+        self, r: _PlaceRequest, claimed: set[str], writes: list[Put | Delete]
+    ) -> list[Compare]:
+        """Give the new VM of ``r`` MACs no VM holds, in the store or ``claimed`` by this
+        group: its own if free, else new ones. Adds its spec and the MAC keys to ``writes``;
+        returns the compares that hold only while those keys are absent."""
+        own = [n.mac for n in r.spec.nics]
+
+        def taken(mac: str) -> bool:
+            return mac in claimed or self.view.get(keys.MACS + mac) is not None
+
+        if len(set(own)) < len(own) or any(taken(m) for m in own):
+            fresh = zip(r.spec.nics, draw_macs(len(own), taken, self.mac_bits), strict=True)
+            nics = tuple(Nic(network=n.network, mac=m) for n, m in fresh)
+            r.spec = r.spec.model_copy(update={"nics": nics})
+        mac_keys = [keys.MACS + n.mac for n in r.spec.nics]
+        claimed.update(n.mac for n in r.spec.nics)
+        writes += [put(keys.VMS + r.spec.name, r.spec)]
+        writes += [Put(k, r.spec.name.encode()) for k in mac_keys]
+        return [Compare(k, 0) for k in mac_keys]
 
     def _sched_hosts(self) -> list[SchedHost]:
         alive = {e.key[len(keys.ALIVE) :] for e in self.view.range(keys.ALIVE)}
@@ -511,7 +557,7 @@ class ClusterService:
         task = new_task("vm.delete", f"vm/{name}", actor, self.clock())
         if self.store.get(keys.PLACEMENT + name) is None:
             # never placed: nothing exists on any host
-            ops = [
+            ops: list[Put | Delete] = [
                 put(
                     keys.TASKS + task.id,
                     task.model_copy(
@@ -523,10 +569,8 @@ class ClusterService:
                     ),
                 )
             ]
-            if (
-                self._commit([Compare(keys.VMS + name, rev)], [*ops, Delete(keys.VMS + name)])
-                is None
-            ):
+            ops += [Delete(keys.VMS + name), *(Delete(keys.MACS + n.mac) for n in spec.nics)]
+            if self._commit([Compare(keys.VMS + name, rev)], ops) is None:
                 raise Conflict(f"vm {name} changed meanwhile; try again")
             return task
         self._update(spec, rev, {"deleting": True, "power": Power.STOPPED}, task, actor)
