@@ -7,16 +7,17 @@ import pytest
 from kumo.agent.agent import Agent, AgentConfig
 from kumo.hypervisor.base import DomainState
 from kumo.hypervisor.fake import FakeHypervisor
-from kumo.model.activity import Task, TaskState
+from kumo.model.activity import Event, Task, TaskState
 from kumo.model.host import HostRecord, Image, Network, Pool
 from kumo.model.vm import Placement, Power, VMSpec, VMState, VMStatus
+from kumo.server.service import ClusterService
 from kumo.sim.cluster import vm_spec
 from kumo.storage.pool_identity import FakePoolIds
 from kumo.storage.volumes import FakeVolumes
 from kumo.store import keys
 from kumo.store.activity import new_task
 from kumo.store.memory import MemoryStore
-from kumo.store.records import load, put
+from kumo.store.records import decode, load, put
 
 
 class World:
@@ -41,6 +42,7 @@ class World:
         )
         self.agent = self.new_agent()
         self.agent.register()
+        self.svc = ClusterService(self.store, clock=lambda: self.now)
 
     def new_agent(self) -> Agent:
         return Agent(
@@ -78,6 +80,17 @@ class World:
         found = load(self.store, Task, keys.TASKS + tid)
         assert found is not None
         return found[0]
+
+    def power(self, action: str, force: bool = False) -> str:
+        """`kumo vm ACTION web1 [--force]`, through the service as the API calls it."""
+        return self.svc.power("web1", action, force, "test").id
+
+    def states(self) -> list[DomainState]:
+        return [d.state for d in self.hv.domains()]
+
+    def events(self, action: str) -> list[Event]:
+        evs = [decode(Event, e) for e in self.store.range(keys.EVENTS)]
+        return [e for e in evs if e.action == action]
 
 
 def test_registers_host_under_a_lease() -> None:
@@ -169,3 +182,72 @@ def test_vms_placed_elsewhere_are_not_touched(other: str) -> None:
     )
     w.agent.run_once()
     assert w.hv.domains() == []
+
+
+def test_stop_force_powers_off_at_once_a_guest_that_ignores_acpi() -> None:
+    w = World(acpi=False)
+    w.submit(w.spec())
+    w.agent.run_once()
+    stop = w.power("stop", force=True)
+    w.agent.run_once()
+    assert w.states() == [DomainState.SHUTOFF]
+    assert w.status().state == VMState.STOPPED and w.task(stop).state == TaskState.SUCCEEDED
+    assert w.events("shutdown") == []  # no ACPI request first
+
+
+def test_a_forced_stop_leaves_later_stops_graceful() -> None:
+    w = World(acpi=False)
+    w.submit(w.spec(stop_timeout_s=30))
+    w.agent.run_once()
+    w.power("stop", force=True)
+    w.agent.run_once()
+    w.power("start")
+    w.agent.run_once()
+    w.power("stop")
+    w.agent.run_once()
+    w.agent.run_once()
+    assert w.states() == [DomainState.RUNNING]  # the guest has its 30 s to shut down
+    assert w.status().state == VMState.STOPPING
+
+
+def test_reboot_force_hard_resets_a_guest_that_ignores_acpi() -> None:
+    w = World(acpi=False)
+    w.submit(w.spec())
+    w.agent.run_once()
+    boots = w.hv.boots("web1")
+    w.power("reboot")
+    w.agent.run_once()
+    assert w.hv.boots("web1") == boots  # an ACPI reboot: this guest ignores it
+    reset = w.power("reboot", force=True)
+    w.agent.run_once()
+    assert w.hv.boots("web1") == boots + 1 and w.task(reset).state == TaskState.SUCCEEDED
+    assert len(w.events("reset")) == 1
+    w.agent.run_once()
+    assert w.hv.boots("web1") == boots + 1  # once, not every pass
+
+
+def test_a_crashed_guest_is_restarted() -> None:
+    w = World()
+    w.submit(w.spec())
+    w.agent.run_once()
+    boots = w.hv.boots("web1")
+    starts = len(w.events("start"))
+    w.hv.crash("web1")
+    w.agent.run_once()
+    assert w.states() == [DomainState.RUNNING] and w.hv.boots("web1") == boots + 1
+    assert w.status().state == VMState.RUNNING
+    assert len(w.events("start")) == starts + 1
+
+
+def test_a_guest_that_crashes_while_stopping_is_reported_crashed() -> None:
+    w = World(acpi=False)
+    w.submit(w.spec())
+    w.agent.run_once()
+    w.power("stop")
+    w.agent.run_once()
+    assert w.status().state == VMState.STOPPING
+    w.hv.crash("web1")
+    w.agent.run_once()
+    assert w.states() == [DomainState.CRASHED]  # kept for the operator to look at
+    assert w.status().state == VMState.CRASHED
+    assert [e.message for e in w.events("state")][-1] == "stopping -> crashed"

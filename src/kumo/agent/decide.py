@@ -6,7 +6,8 @@ Rules (tests/unit/test_agent_decide.py):
 - the disk and the persistent domain are made before anything else;
 - desired running: start a domain that is off or crashed; reboot when the spec's reboot
   generation is ahead of the last one done (ACPI, or a hard reset when asked);
-- desired stopped: ACPI shutdown once, then force off after ``stop_timeout_s``;
+- desired stopped: ACPI shutdown once, then force off after ``stop_timeout_s``; a forced
+  stop (``stop_mode`` force) powers off at once;
 - a paused domain is left alone (a migration or an operator paused it).
 """
 
@@ -73,6 +74,9 @@ def decide(spec: VMSpec, seen: Observed, now: float) -> Decision:
         return Decision(tuple(acts))
 
     if state in (DomainState.RUNNING, DomainState.OTHER):
+        if spec.stop_mode == "force":
+            acts.append(Action.DESTROY)
+            return Decision(tuple(acts), "powered off at once (forced stop), no ACPI shutdown")
         if seen.stop_since is None:
             acts.append(Action.SHUTDOWN)
         elif now - seen.stop_since >= spec.stop_timeout_s:

@@ -205,3 +205,7 @@ class FakeHypervisor:
     # for tests: the boot count stands in for the guest's boot id
     def boots(self, name: str) -> int:
         return self._doms[name].boots
+
+    def crash(self, name: str) -> None:
+        """For tests: the guest crashes and libvirt keeps the domain in the crashed state."""
+        self._set(name, DomainState.CRASHED)

@@ -60,6 +60,7 @@ class VMSpec(Frozen):
     reboot_generation: int = 0  # bumped by `vm reboot`; the agent reboots until it catches up
     reboot_mode: Literal["acpi", "reset"] = "acpi"
     stop_timeout_s: int = Field(default=60, ge=0, le=3600)  # ACPI, then force
+    stop_mode: Literal["acpi", "force"] = "acpi"  # set by each `vm stop`; force: at once
     migration: MigrationOverride | None = None  # this VM's changes to the cluster's policy
     deleting: bool = False
     task: str | None = None  # the operation in progress; the agent finishes it

@@ -539,7 +539,7 @@ class ClusterService:
         if action == "start":
             change: dict[str, object] = {"power": Power.RUNNING}
         elif action == "stop":
-            change = {"power": Power.STOPPED, "stop_timeout_s": 0 if force else spec.stop_timeout_s}
+            change = {"power": Power.STOPPED, "stop_mode": "force" if force else "acpi"}
         elif action == "reboot":
             if spec.power != Power.RUNNING:
                 raise Conflict(f"vm {name} is stopped; start it instead of rebooting it")

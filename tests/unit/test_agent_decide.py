@@ -1,0 +1,161 @@
+"""The agent's pure decisions for one VM (kumo.agent.decide): what to do from the spec, what
+libvirt shows and the clock, and which state to report afterwards."""
+
+from __future__ import annotations
+
+import pytest
+
+from kumo.agent.decide import Action, Decision, Observed, decide, report
+from kumo.hypervisor.base import Domain, DomainState
+from kumo.model.vm import Power, VMSpec, VMState
+from kumo.sim.cluster import vm_spec
+
+A = Action
+NOW = 1000.0
+
+
+def spec(**changes: object) -> VMSpec:
+    return vm_spec("web1", **changes)
+
+
+def dom(state: DomainState) -> Domain:
+    return Domain("web1", spec().uuid, state, "web1")
+
+
+def seen(
+    state: DomainState | None = DomainState.RUNNING,
+    disk: bool = True,
+    reboot_done: int = 0,
+    stop_since: float | None = None,
+) -> Observed:
+    return Observed(dom(state) if state else None, disk, reboot_done, stop_since)
+
+
+def acts(s: VMSpec, o: Observed, now: float = NOW) -> tuple[Action, ...]:
+    return decide(s, o, now).actions
+
+
+# -- deleting ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("state", "disk", "expected"),
+    [
+        (DomainState.RUNNING, True, (A.DESTROY, A.UNDEFINE, A.DELETE_DISK, A.FORGET)),
+        (DomainState.PAUSED, True, (A.DESTROY, A.UNDEFINE, A.DELETE_DISK, A.FORGET)),
+        (DomainState.SHUTOFF, True, (A.UNDEFINE, A.DELETE_DISK, A.FORGET)),
+        (DomainState.SHUTOFF, False, (A.UNDEFINE, A.FORGET)),
+        (None, True, (A.DELETE_DISK, A.FORGET)),
+        (None, False, (A.FORGET,)),
+    ],
+)
+def test_deleting_removes_what_exists_in_order_then_forgets(
+    state: DomainState | None, disk: bool, expected: tuple[Action, ...]
+) -> None:
+    assert acts(spec(deleting=True), seen(state, disk)) == expected
+
+
+# -- desired running ---------------------------------------------------------------------
+
+
+def test_a_new_vm_gets_its_disk_and_domain_before_it_starts() -> None:
+    assert acts(spec(), seen(None, disk=False)) == (A.CREATE_DISK, A.DEFINE, A.START)
+    assert acts(spec(), seen(None)) == (A.DEFINE, A.START)
+    assert acts(spec(), seen(DomainState.SHUTOFF, disk=False)) == (A.CREATE_DISK, A.START)
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        (DomainState.SHUTOFF, (A.START,)),
+        (DomainState.CRASHED, (A.START,)),  # a crashed guest is restarted
+        (DomainState.RUNNING, ()),
+        (DomainState.PAUSED, ()),  # a migration or an operator paused it: left alone
+        (DomainState.OTHER, ()),
+    ],
+)
+def test_desired_running_starts_an_off_or_crashed_domain_only(
+    state: DomainState, expected: tuple[Action, ...]
+) -> None:
+    assert acts(spec(), seen(state)) == expected
+
+
+def test_reboot_once_per_generation_acpi_or_hard_reset() -> None:
+    assert acts(spec(reboot_generation=2), seen(reboot_done=1)) == (A.REBOOT,)
+    assert acts(spec(reboot_generation=2, reboot_mode="reset"), seen(reboot_done=1)) == (A.RESET,)
+    assert acts(spec(reboot_generation=2, reboot_mode="reset"), seen(reboot_done=2)) == ()
+    assert acts(spec(reboot_generation=2), seen(reboot_done=3)) == ()
+    # a domain that is not running boots anyway: start it, no reboot on top
+    assert acts(spec(reboot_generation=2), seen(DomainState.SHUTOFF, reboot_done=1)) == (A.START,)
+
+
+# -- desired stopped ---------------------------------------------------------------------
+
+
+def test_stop_is_acpi_once_then_forced_off_at_the_timeout() -> None:
+    s = spec(power=Power.STOPPED, stop_timeout_s=30)
+    assert decide(s, seen(), NOW) == Decision((A.SHUTDOWN,))
+    assert decide(s, seen(stop_since=NOW), NOW + 29.9) == Decision(())
+    forced = decide(s, seen(stop_since=NOW), NOW + 30)
+    assert forced.actions == (A.DESTROY,)
+    assert forced.message == "the guest ignored the ACPI shutdown for 30 s: forced off"
+    # a domain in a state libvirt does not name is stopped the same way
+    assert acts(s, seen(DomainState.OTHER)) == (A.SHUTDOWN,)
+
+
+def test_a_zero_timeout_forces_off_on_the_next_pass() -> None:
+    s = spec(power=Power.STOPPED, stop_timeout_s=0)
+    assert acts(s, seen()) == (A.SHUTDOWN,)
+    assert acts(s, seen(stop_since=NOW), NOW) == (A.DESTROY,)
+
+
+def test_a_forced_stop_powers_off_at_once_without_acpi() -> None:
+    s = spec(power=Power.STOPPED, stop_mode="force")
+    d = decide(s, seen(), NOW)
+    assert d.actions == (A.DESTROY,) and "at once" in d.message
+    # even while an ACPI shutdown asked earlier is still within its timeout
+    assert acts(s, seen(stop_since=NOW), NOW + 1) == (A.DESTROY,)
+    assert acts(s, seen(None, disk=False)) == (A.CREATE_DISK, A.DEFINE)
+
+
+@pytest.mark.parametrize(
+    "state", [DomainState.SHUTOFF, DomainState.CRASHED, DomainState.PAUSED, None]
+)
+def test_desired_stopped_leaves_a_domain_that_is_not_running_alone(
+    state: DomainState | None,
+) -> None:
+    expected = (A.DEFINE,) if state is None else ()
+    for mode in ("acpi", "force"):
+        assert acts(spec(power=Power.STOPPED, stop_mode=mode), seen(state)) == expected
+
+
+# -- the state reported ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        (DomainState.RUNNING, VMState.RUNNING),
+        (DomainState.PAUSED, VMState.PAUSED),
+        (DomainState.CRASHED, VMState.CRASHED),
+        (DomainState.SHUTOFF, VMState.STOPPED),
+        (DomainState.OTHER, VMState.ERROR),
+    ],
+)
+def test_report_maps_libvirt_states(state: DomainState, expected: VMState) -> None:
+    assert report(spec(), dom(state), stop_pending=False) == expected
+
+
+def test_report_stopping_only_while_a_shutdown_of_a_stopped_vm_is_pending() -> None:
+    stopped = spec(power=Power.STOPPED)
+    running = dom(DomainState.RUNNING)
+    assert report(stopped, running, stop_pending=True) == VMState.STOPPING
+    assert report(stopped, running, stop_pending=False) == VMState.RUNNING
+    assert report(spec(), running, stop_pending=True) == VMState.RUNNING
+    assert report(stopped, dom(DomainState.SHUTOFF), stop_pending=True) == VMState.STOPPED
+
+
+def test_report_defining_and_deleting() -> None:
+    assert report(spec(), None, stop_pending=False) == VMState.DEFINING
+    assert report(spec(deleting=True), dom(DomainState.RUNNING), False) == VMState.DELETING
+    assert report(spec(deleting=True), None, False) == VMState.DELETING
