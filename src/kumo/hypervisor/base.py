@@ -4,13 +4,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal, Protocol
 
 from kumo.hypervisor.domain import DomainConfig
 from kumo.model.activity import MigrationProgress
+from kumo.model.cpu import CPUDef
 from kumo.model.migration import Strategy
 
 
@@ -43,6 +44,7 @@ class HostFacts:
     qemu_version: str
     postcopy: bool = False  # QEMU can use userfaultfd here (post-copy migration)
     cpu_models: tuple[str, ...] = ()  # guest CPU models usable here; () = not known
+    host_cpu: CPUDef | None = None  # libvirt's host-model CPU, features expanded; None: unknown
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,12 @@ class MigrationCancelled(HypervisorError):
 
 class Hypervisor(Protocol):
     def facts(self) -> HostFacts: ...
+
+    def baseline_cpu(self, cpus: Sequence[CPUDef]) -> CPUDef:
+        """The most capable CPU that every one of ``cpus`` (host-model CPUs) runs and this
+        host's hypervisor can provide: libvirt's baseline, migratable features only, with its
+        features expanded. :class:`HypervisorError` when libvirt cannot compute it."""
+        ...
 
     def domains(self) -> list[Domain]: ...
 

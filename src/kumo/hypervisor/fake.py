@@ -3,7 +3,7 @@ changes, and a guest that obeys ACPI unless told to ignore it. Obeys the hypervi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from kumo.hypervisor.base import (
@@ -17,6 +17,7 @@ from kumo.hypervisor.base import (
 )
 from kumo.hypervisor.domain import DomainConfig
 from kumo.model.activity import MigrationProgress
+from kumo.model.cpu import CPUDef
 from kumo.model.migration import Strategy
 
 
@@ -27,6 +28,9 @@ class _FakeDomain:
     boots: int = 0
     transient: bool = False  # undefined while running: gone once it stops
 
+
+# The fake's host-model CPU; tests give hosts others (CPUDef(model=..., features=...)).
+FAKE_CPU = CPUDef(model="fake-cpu", features=("fpu", "lm", "sse2"))
 
 # Fakes find each other by libvirt URI, as real hosts do over the network.
 FAKE_HOSTS: dict[str, FakeHypervisor] = {}
@@ -44,6 +48,7 @@ class FakeHypervisor:
         self._callbacks: list[Callable[[str], None]] = []
         self.up = True
         self.cpu_models: tuple[str, ...] = ("qemu64", "Nehalem")
+        self.host_cpu: CPUDef | None = FAKE_CPU
         self.migration_steps = 4  # progress reports before the switch-over
         self.dirty_mib_s: float | None = 0.0  # what dirty_rate() reports
         self.strategies: list[Strategy] = []  # what migrate() was asked to do, in order
@@ -82,6 +87,20 @@ class FakeHypervisor:
             "7.2.0",
             postcopy=False,
             cpu_models=self.cpu_models,
+            host_cpu=self.host_cpu,
+        )
+
+    def baseline_cpu(self, cpus: Sequence[CPUDef]) -> CPUDef:
+        """The features every CPU has, under their model when they share one."""
+        self._check()
+        if not cpus or len({c.arch for c in cpus}) != 1:
+            raise HypervisorError(f"libvirt on {self.hostname}: no baseline of {len(cpus)} CPUs")
+        common = set.intersection(*(set(c.features) for c in cpus))
+        models = {c.model for c in cpus}
+        return CPUDef(
+            arch=cpus[0].arch,
+            model=models.pop() if len(models) == 1 else "fake-baseline",
+            features=tuple(sorted(common)),
         )
 
     def domains(self) -> list[Domain]:

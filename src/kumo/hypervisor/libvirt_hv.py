@@ -9,7 +9,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from xml.etree import ElementTree
 
@@ -26,6 +26,7 @@ from kumo.hypervisor.base import (
 )
 from kumo.hypervisor.domain import DomainConfig, domain_xml, owned_by_kumo
 from kumo.model.activity import MigrationProgress
+from kumo.model.cpu import CPUDef
 from kumo.model.migration import Strategy
 
 log = logging.getLogger("kumo.hypervisor")
@@ -146,6 +147,53 @@ def _flags_and_params(s: Strategy, target: MigrationTarget) -> tuple[int, dict[s
     return flags, params
 
 
+def cpu_xml(cpu: CPUDef) -> str:
+    """``cpu`` as input for libvirt's baseline: a guest-style <cpu> without <arch> (as virsh
+    makes of domain capabilities), so that libvirt honours the features' policies."""
+    root = ElementTree.Element("cpu")
+    ElementTree.SubElement(root, "model", fallback="forbid").text = cpu.model
+    if cpu.vendor:
+        ElementTree.SubElement(root, "vendor").text = cpu.vendor
+    for policy, names in (("require", cpu.require), ("disable", cpu.disable)):
+        for name in names:
+            ElementTree.SubElement(root, "feature", policy=policy, name=name)
+    return ElementTree.tostring(root, encoding="unicode")
+
+
+def _features(el: ElementTree.Element, policies: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(
+        sorted(
+            name
+            for f in el.findall("feature")
+            if (name := f.get("name")) and f.get("policy", "require") in policies
+        )
+    )
+
+
+def parse_cpu(el: ElementTree.Element, arch: str) -> CPUDef:
+    """A <cpu> (or domain capabilities' host-model <mode>) as a CPUDef, without the expanded
+    feature list."""
+    model = el.findtext("model")
+    if not model:
+        raise ValueError("the CPU definition names no model")
+    return CPUDef(
+        arch=arch,
+        model=model,
+        vendor=el.findtext("vendor") or None,
+        require=_features(el, ("require", "force")),
+        disable=_features(el, ("disable", "forbid")),
+    )
+
+
+def host_model(domain_caps: str) -> CPUDef | None:
+    """The host-model CPU in libvirt's domain capabilities; None when it has none."""
+    root = ElementTree.fromstring(domain_caps)
+    mode = root.find("./cpu/mode[@name='host-model']")
+    if mode is None or mode.get("supported") != "yes" or not mode.findtext("model"):
+        return None
+    return parse_cpu(mode, root.findtext("arch") or "x86_64")
+
+
 def _version(v: int) -> str:
     return f"{v // 1_000_000}.{v // 1000 % 1000}.{v % 1000}"
 
@@ -210,6 +258,7 @@ class LibvirtHypervisor:
     def facts(self) -> HostFacts:
         try:
             _model, memory_mib, cpus, *_ = self._conn.getInfo()
+            caps = self._domain_caps()
             # getInfo's memory comes from the NUMA cells' view, which some virtual machines
             # (this project's among them) report far too small; the kernel's total is right.
             memory_mib = self._kernel_memory_mib() or memory_mib
@@ -225,19 +274,66 @@ class LibvirtHypervisor:
             _version(lib),
             _version(qemu),
             postcopy=_userfaultfd(),
-            cpu_models=self._cpu_models(),
+            cpu_models=self._cpu_models(caps) if caps else (),
+            host_cpu=self._host_cpu(caps) if caps else None,
         )
 
-    def _cpu_models(self) -> tuple[str, ...]:
-        """The named guest CPU models this host can provide (libvirt's domain
-        capabilities for the accelerator in use); () when libvirt cannot say."""
+    def _domain_caps(self) -> str | None:
+        """libvirt's domain capabilities for the accelerator in use; None when it has none
+        (drivers without them, as test:///default)."""
         try:
-            caps = self._conn.getDomainCapabilities(None, None, None, self.domain_type, 0)
+            return str(self._conn.getDomainCapabilities(None, None, None, self.domain_type, 0))
         except libvirt.libvirtError:
-            return ()
+            return None
+
+    @staticmethod
+    def _cpu_models(caps: str) -> tuple[str, ...]:
+        """The named guest CPU models this host can provide."""
         root = ElementTree.fromstring(caps)
         models = root.findall("./cpu/mode[@name='custom']/model[@usable='yes']")
         return tuple(sorted({m.text for m in models if m.text}))
+
+    def _host_cpu(self, caps: str) -> CPUDef | None:
+        """The host-model CPU with its (migratable) features expanded; None when libvirt
+        cannot give both."""
+        cpu = host_model(caps)
+        if cpu is None:
+            return None
+        try:
+            expanded = self.baseline_cpu([cpu])
+        except HypervisorError as exc:
+            log.warning("host %s: CPU features unknown: %s", self.host, exc)
+            return None
+        return cpu.model_copy(update={"features": expanded.features})
+
+    def baseline_cpu(self, cpus: Sequence[CPUDef]) -> CPUDef:
+        if not cpus or len({c.arch for c in cpus}) != 1:
+            arches = ", ".join(sorted({c.arch for c in cpus})) or "none"
+            raise HypervisorError(
+                f"libvirt on {self.host}: CPU baseline needs CPUs of one architecture ({arches})"
+            )
+        arch, xmls = cpus[0].arch, [cpu_xml(c) for c in cpus]
+        flags = libvirt.VIR_CONNECT_BASELINE_CPU_MIGRATABLE
+        try:
+            compact = self._conn.baselineHypervisorCPU(
+                None, arch, None, self.domain_type, xmls, flags
+            )
+            full = self._conn.baselineHypervisorCPU(
+                None,
+                arch,
+                None,
+                self.domain_type,
+                xmls,
+                flags | libvirt.VIR_CONNECT_BASELINE_CPU_EXPAND_FEATURES,
+            )
+        except libvirt.libvirtError as exc:
+            raise self._err(f"CPU baseline of {len(cpus)} CPUs", exc) from exc
+        try:
+            cpu = parse_cpu(ElementTree.fromstring(compact), arch)
+            every = _features(ElementTree.fromstring(full), ("require", "force"))
+        except (ElementTree.ParseError, ValueError) as exc:
+            raise HypervisorError(f"libvirt on {self.host}: CPU baseline: {exc}") from exc
+        return cpu.model_copy(update={"features": every})
 
     def _kernel_memory_mib(self) -> int:
         try:

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from kumo.model.common import Frozen, Name
+from kumo.model.cpu import CPUDef
 
 
 class HostRecord(Frozen):
@@ -21,6 +22,7 @@ class HostRecord(Frozen):
     qemu_version: str
     domain_type: Literal["kvm", "qemu"]
     cpu_models: tuple[str, ...] = ()  # guest CPU models usable here; () = not known
+    cpu: CPUDef | None = None  # the hypervisor's host-model CPU, features expanded; None: unknown
     postcopy: bool = False  # post-copy works here: userfaultfd, and not TCG (ADR 0006)
     # xbzrle and compression are safe for migrations here: KVM guests only; under TCG, QEMU
     # 7.2 corrupted guest memory with them, and with post-copy (ADR 0006)
