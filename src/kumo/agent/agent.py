@@ -31,11 +31,13 @@ from kumo.hypervisor.base import (
     Hypervisor,
     HypervisorError,
 )
-from kumo.hypervisor.domain import DiskConfig, DomainConfig, NicConfig
+from kumo.hypervisor.domain import CPUConfig, DiskConfig, DomainConfig, NicConfig
 from kumo.model.activity import TaskState
+from kumo.model.cpu import CLUSTER_DEFAULT, ClusterCPU
 from kumo.model.host import HostRecord, Image, Network, Pool
 from kumo.model.vm import Migration, Placement, Power, VMSpec, VMState, VMStatus
 from kumo.provision.cloudinit import nocloud
+from kumo.scheduler.cpu import baseline_inputs, digest, stale
 from kumo.storage.pool_identity import DirPoolIds, PoolIds, check_shared_pool
 from kumo.storage.volumes import VolumeError, Volumes
 from kumo.store import keys
@@ -111,6 +113,7 @@ class Agent:
             qemu_version=facts.qemu_version,
             domain_type=self.config.domain_type,
             cpu_models=facts.cpu_models,
+            cpu=facts.host_cpu,
             postcopy=facts.postcopy and self.config.domain_type == "kvm",
             page_encoding=self.config.domain_type == "kvm",
             pools=self._reachable_pools(),
@@ -134,6 +137,7 @@ class Agent:
             ],
         )
         self.lease = lease
+        self._update_cluster_cpu()
 
     def keepalive(self) -> None:
         try:
@@ -202,6 +206,44 @@ class Agent:
                 [Compare(keys.HOSTS + self.config.host, rev)],
                 [put(keys.HOSTS + self.config.host, updated)],
             )
+        self._update_cluster_cpu()
+
+    def _update_cluster_cpu(self) -> None:
+        """Compute the cluster's default guest CPU again when the up hosts or their CPUs
+        changed: libvirt's baseline, through this host's libvirtd (ADR 0007)."""
+        hosts = {n: r for n, (r, _) in load_all(self.store, HostRecord, keys.HOSTS).items()}
+        alive = {e.key[len(keys.ALIVE) :] for e in self.store.range(keys.ALIVE)}
+        inputs = baseline_inputs(hosts, alive)
+        current = load(self.store, ClusterCPU, keys.CLUSTER_CPU)
+        if not stale(current[0] if current else None, inputs):
+            return
+        try:
+            cpu = self.hv.baseline_cpu([c for _, c in inputs])
+        except HypervisorError as exc:
+            log.warning("cluster CPU baseline not updated: %s", exc)
+            return
+        names = tuple(n for n, _ in inputs)
+        record = ClusterCPU(
+            cpu=cpu,
+            hosts=names,
+            inputs=digest(inputs),
+            computed_by=self.config.host,
+            at=self.clock(),
+        )
+        self.store.commit(
+            [Compare(keys.CLUSTER_CPU, current[1] if current else 0)],  # lost: someone newer
+            [
+                put(keys.CLUSTER_CPU, record),
+                event_op(
+                    self.actor,
+                    "cluster/cpu",
+                    "baseline",
+                    f"default guest CPU for new VMs: {cpu.model}, {len(cpu.require)} features "
+                    f"added, {len(cpu.disable)} removed; runs on {', '.join(names)}",
+                    self.clock(),
+                ),
+            ],
+        )
 
     # -- a VM arriving with its host-local disk --------------------------------------
     def incoming(self, method: str, vm: str) -> tuple[int, str]:
@@ -352,7 +394,7 @@ class Agent:
             uuid=spec.uuid,
             domain_type=self.config.domain_type,
             vcpus=spec.vcpus,
-            cpu_model=spec.cpu_model,
+            cpu=cpu_config(spec),
             memory_mib=spec.memory_mib,
             disks=(
                 DiskConfig(self.volumes.path(pool.path, spec.name)),
@@ -426,6 +468,16 @@ class Agent:
             finish_task(self.store, spec.task, TaskState.SUCCEEDED, f"{name} deleted")
         for m in (self.mem.stop_since, self.mem.reboot_done, self.mem.last_status):
             m.pop(name, None)
+
+
+def cpu_config(spec: VMSpec) -> CPUConfig:
+    """The guest CPU for the domain: the VM's named model, or the cluster baseline fixed in
+    its spec at creation, or host-model when none was known then (ADR 0007)."""
+    if spec.cpu_model != CLUSTER_DEFAULT:
+        return CPUConfig(model=spec.cpu_model)
+    if spec.cpu is None:
+        return CPUConfig()
+    return CPUConfig(model=spec.cpu.model, require=spec.cpu.require, disable=spec.cpu.disable)
 
 
 class AgentDaemon:

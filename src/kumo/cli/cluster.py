@@ -165,7 +165,10 @@ def vm_create(
     name: str,
     image: Annotated[str, typer.Option(help="image to clone")],
     vcpus: Annotated[int, typer.Option(help="virtual CPUs")] = 1,
-    cpu_model: Annotated[str, typer.Option(help="guest CPU model, e.g. qemu64")] = "qemu64",
+    cpu_model: Annotated[
+        str,
+        typer.Option(help="guest CPU model, e.g. Nehalem; default: one every up host runs"),
+    ] = "cluster-default",
     memory: Annotated[int, typer.Option(help="memory in MiB")] = 512,
     disk_size: Annotated[int | None, typer.Option(help="disk in GiB (default: image)")] = None,
     network: Annotated[

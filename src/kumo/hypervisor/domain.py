@@ -31,6 +31,17 @@ class NicConfig:
 
 
 @dataclass(frozen=True)
+class CPUConfig:
+    """The guest's CPU: a named model with features required and disabled beyond the model's
+    own, or, with no model, libvirt's host-model (this host's CPU as the hypervisor can give
+    it: safe to migrate only between identical hosts). ADR 0007."""
+
+    model: str | None = None
+    require: tuple[str, ...] = ()
+    disable: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class DomainConfig:
     name: str
     uuid: str
@@ -41,8 +52,8 @@ class DomainConfig:
     nics: tuple[NicConfig, ...]
     boot: tuple[str, ...] = ("hd",)
     serial_log: str | None = None
-    # A CPU model every host can run, so guests migrate between any two hosts.
-    cpu_model: str = "qemu64"
+    # The agent passes the VM's: a named model, or the cluster's baseline (ADR 0007).
+    cpu: CPUConfig = CPUConfig()
     owner: str = "kumo"  # recorded in <metadata>: which domains kumo manages
 
 
@@ -68,8 +79,7 @@ def domain_xml(cfg: DomainConfig) -> str:
     features = _sub(dom, "features")
     _sub(features, "acpi")
     _sub(features, "apic")
-    cpu = _sub(dom, "cpu", mode="custom", match="exact")
-    _sub(cpu, "model", cfg.cpu_model, fallback="forbid")
+    _cpu(dom, cfg.cpu)
     _sub(dom, "clock", offset="utc")
     _sub(dom, "on_poweroff", "destroy")
     _sub(dom, "on_reboot", "restart")
@@ -95,6 +105,18 @@ def domain_xml(cfg: DomainConfig) -> str:
     _sub(console, "target", type="serial", port="0")
     ET.indent(dom, space="  ")
     return ET.tostring(dom, encoding="unicode") + "\n"
+
+
+def _cpu(dom: ET.Element, c: CPUConfig) -> None:
+    if c.model is None:
+        _sub(dom, "cpu", mode="host-model")
+        return
+    # exact, forbid: the guest gets this CPU or does not start (nor arrives) anywhere
+    cpu = _sub(dom, "cpu", mode="custom", match="exact")
+    _sub(cpu, "model", c.model, fallback="forbid")
+    for policy, names in (("require", c.require), ("disable", c.disable)):
+        for name in sorted(names):
+            _sub(cpu, "feature", policy=policy, name=name)
 
 
 def owned_by_kumo(xml: str) -> str | None:

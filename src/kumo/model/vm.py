@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field
 
 from kumo.model.common import Frozen, Name
+from kumo.model.cpu import CLUSTER_DEFAULT, CPUDef
 from kumo.model.migration import MigrationOverride, MigrationPolicy
 
 CPU_MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -44,7 +45,10 @@ class VMSpec(Frozen):
     name: Name
     uuid: str
     vcpus: int = Field(ge=1, le=256)
-    cpu_model: str = Field(default="qemu64", pattern=CPU_MODEL_PATTERN)  # the guest's CPU
+    # The guest's CPU: a named model, or "cluster-default": then ``cpu`` is the cluster's
+    # baseline when the VM was created (None: none known then; libvirt's host-model). ADR 0007
+    cpu_model: str = Field(default=CLUSTER_DEFAULT, pattern=CPU_MODEL_PATTERN)
+    cpu: CPUDef | None = None
     memory_mib: int = Field(ge=16, le=4 * 1024 * 1024)
     disk_gib: int = Field(ge=1, le=65536)
     image: Name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kumo.model.cpu import CLUSTER_DEFAULT
 from kumo.model.vm import VMSpec
 from kumo.scheduler.placement import Demand
 
@@ -10,7 +11,8 @@ def demand(spec: VMSpec) -> Demand:
     return Demand(
         name=spec.name,
         vcpus=spec.vcpus,
-        cpu_model=spec.cpu_model,
+        cpu_model="" if spec.cpu_model == CLUSTER_DEFAULT else spec.cpu_model,
+        cpu_features=frozenset(spec.cpu.features) if spec.cpu else frozenset(),
         memory_mib=spec.memory_mib,
         pool=spec.pool,
         networks=frozenset(n.network for n in spec.nics),

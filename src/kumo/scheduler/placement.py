@@ -5,8 +5,8 @@ at create time) and the scheduler controller call the same :func:`place`.
 
 Filters, in order; the reason for "no valid host" names the filter that removed the last
 candidates, with its numbers:
-  host-up, schedulable, host-pin, pool, network, cpu-model, anti-affinity, affinity, cpu,
-  memory.
+  host-up, schedulable, host-pin, pool, network, cpu-model (the VM's named model is usable
+  there, and its CPU's features are all offered there), anti-affinity, affinity, cpu, memory.
 Weighers: ``spread`` prefers the host with the most free memory (then fewest VMs),
 ``pack`` the least; ties go to the host name, so decisions are deterministic.
 """
@@ -28,6 +28,7 @@ class HostView:
     pools: frozenset[str]
     networks: frozenset[str]
     cpu_models: frozenset[str] = frozenset()  # empty: not known (any model passes)
+    cpu_features: frozenset[str] = frozenset()  # what its CPU offers; empty: not known (pass)
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,8 @@ class Demand:
     pin: str | None = None
     affinity: str | None = None
     anti_affinity: str | None = None
-    cpu_model: str = ""  # empty: any
+    cpu_model: str = ""  # a named model; empty: any
+    cpu_features: frozenset[str] = frozenset()  # the cluster baseline's; empty: any
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,24 @@ _EMPTY = HostUsage()
 Filter = tuple[str, Callable[[HostView], bool], Callable[[list[HostView]], str]]
 
 
+def _runs_cpu(vm: Demand, h: HostView) -> bool:
+    if vm.cpu_model and h.cpu_models and vm.cpu_model not in h.cpu_models:
+        return False
+    return not h.cpu_features or vm.cpu_features <= h.cpu_features
+
+
+def _cpu_refusal(vm: Demand, hosts: list[HostView]) -> str:
+    if vm.cpu_model:
+        return (
+            f"CPU model {vm.cpu_model} incompatible: "
+            f"{', '.join(h.name for h in hosts)} cannot provide it"
+        )
+    lacks = [f"{h.name} lacks {', '.join(sorted(vm.cpu_features - h.cpu_features))}" for h in hosts]
+    return (
+        f"guest CPU (the cluster baseline when the VM was created) incompatible: {'; '.join(lacks)}"
+    )
+
+
 def place(
     vm: Demand,
     hosts: Sequence[HostView],
@@ -151,14 +171,7 @@ def place(
             lambda h: vm.networks <= h.networks,
             lambda c: f"no host reaches network(s) {', '.join(sorted(vm.networks))}",
         ),
-        (
-            "cpu-model",
-            lambda h: not vm.cpu_model or not h.cpu_models or vm.cpu_model in h.cpu_models,
-            lambda c: (
-                f"CPU model {vm.cpu_model} incompatible: "
-                f"{', '.join(h.name for h in c)} cannot provide it"
-            ),
-        ),
+        ("cpu-model", lambda h: _runs_cpu(vm, h), lambda c: _cpu_refusal(vm, c)),
         (
             "anti-affinity",
             lambda h: vm.anti_affinity is None or f"anti:{vm.anti_affinity}" not in use(h).groups,

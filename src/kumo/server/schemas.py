@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kumo.model.activity import Event, Task
 from kumo.model.common import Name
+from kumo.model.cpu import CLUSTER_DEFAULT
 from kumo.model.host import HostRecord, HostState
 from kumo.model.migration import MigrationOverride
 from kumo.model.vm import CPU_MODEL_PATTERN, BootDevice, Power, VMSpec, VMStatus
@@ -26,9 +27,12 @@ class VMCreate(Body):
     image: Name
     vcpus: int = Field(default=1, ge=1, le=256)
     cpu_model: str = Field(
-        default="qemu64",
+        default=CLUSTER_DEFAULT,
         pattern=CPU_MODEL_PATTERN,
-        description="the guest's CPU model; it runs only on hosts that can provide it",
+        description=(
+            "the guest's CPU model; it runs only on hosts that can provide it. "
+            f"{CLUSTER_DEFAULT!r}: the baseline of the up hosts' CPUs, fixed at creation"
+        ),
     )
     memory_mib: int = Field(default=512, ge=16, le=4 * 1024 * 1024)
     disk_gib: int | None = Field(default=None, ge=1, le=65536)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from kumo.model.activity import Event, Task, TaskState
+from kumo.model.cpu import ClusterCPU
 from kumo.model.host import (
     HostRecord,
     HostState,
@@ -34,6 +35,7 @@ from kumo.model.vm import (
     VMState,
     VMStatus,
 )
+from kumo.scheduler.cpu import vm_cpu
 from kumo.scheduler.demand import demand
 from kumo.scheduler.placement import Chosen, HostUsage, Placed, Policy, place, usage_of
 from kumo.scheduler.placement import HostView as SchedHost
@@ -311,6 +313,7 @@ class ClusterService:
             boot=tuple(req.boot),
             ssh_keys=tuple(req.ssh_keys),
             cpu_model=req.cpu_model,
+            cpu=vm_cpu(req.cpu_model, self._cluster_cpu()),
             runcmd=tuple(req.runcmd),
             placement=PlacementRules(
                 host=req.host, affinity=req.affinity, anti_affinity=req.anti_affinity
@@ -330,6 +333,11 @@ class ClusterService:
         )
         # The scheduler chose a live host.
         return self._view(spec, Placement(host=host, at=self.clock()), None, True), task
+
+    def _cluster_cpu(self) -> ClusterCPU | None:
+        """The default guest CPU the agents computed (ADR 0007), if any."""
+        entry = self.view.get(keys.CLUSTER_CPU)
+        return decode(ClusterCPU, entry) if entry else None
 
     def _exists(self, name: str) -> None:
         if self.view.get(keys.VMS + name) is not None:
@@ -483,6 +491,7 @@ class ClusterService:
                 frozenset(rec.pools),
                 frozenset(rec.networks),
                 frozenset(rec.cpu_models),
+                frozenset(rec.cpu.features) if rec.cpu else frozenset(),
             )
             for name, (rec, _) in sorted(self.view.models(HostRecord, keys.HOSTS).items())
         ]
