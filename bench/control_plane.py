@@ -1,16 +1,16 @@
 """Benchmark: control-plane scale with simulated hosts (no QEMU): a real etcd on loopback,
-two `kumo server` replicas (the leader, which also runs the controllers, and a standby), and
-simulated agents that write what real agents write (bench/sim_agents.py: liveness leases,
-a first pass with events, status and task end for each VM placed, and status changes at a
-steady rate). Then:
+`kumo server` replicas (--replicas, default 2: the leader, which also runs the controllers,
+and a standby), and simulated agents that write what real agents write (bench/sim_agents.py:
+liveness leases, a first pass with events, status and task end for each VM placed, and
+status changes at a steady rate). Then:
 
-  1. place --vms VMs through the API (POST /api/v1/vms), the clients spread over both
+  1. place --vms VMs through the API (POST /api/v1/vms), the clients spread over the
      replicas. Hosts come in three classes (general, big, old) that differ in size, guest
      CPU models and pools, and the VMs in four flavours that need them, sized so that the
      filters bind: some creates are refused (409, no valid host). Placements per second
      count successes only; refusals per second and their reasons are reported beside them;
   2. grow to --total VMs (records written straight to etcd, each with its status, as if
-     placed long ago) and read pages of 500 through the API, alternating replicas: p50/p99
+     placed long ago) and read pages of 500 through the API, the replicas in turn: p50/p99
      latency, and the time to list them all.
 
 Prints a table (one column a run, and the median) and writes bench/results/control_plane.json.
@@ -196,10 +196,13 @@ def main() -> None:
     ap.add_argument("--total", type=int, default=10000)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--pages", type=int, default=200)
+    ap.add_argument("--replicas", type=int, default=2, help="kumo server replicas (1 leads)")
     ap.add_argument("--churn", type=float, default=10.0, help="agent status changes a second")
     ap.add_argument("--agent-workers", type=int, default=4, help="threads doing first passes")
     ap.add_argument("--repeat", type=int, default=3, help="whole runs, each on a fresh etcd")
     args = ap.parse_args()
+    if not 1 <= args.replicas <= 8:
+        ap.error("--replicas: 1 to 8")
     runs = [one_run(args) for _ in range(args.repeat)]
     head = "".join(f"{'run ' + str(i + 1):>10}" for i in range(len(runs)))
     print(f"{'metric':<26}{head}{'median':>10}")
@@ -219,11 +222,12 @@ def one_run(args: argparse.Namespace) -> dict[str, object]:
     try:
         etcd, etcd_url = start_etcd(tmp)
         procs.append(etcd)
-        a, url_a = start_server(tmp, etcd_url, "a")  # first: bootstraps, leads
-        procs.append(a)
-        b, url_b = start_server(tmp, etcd_url, "b")
-        procs.append(b)
-        return run(args, etcd_url, [url_a, url_b], tmp)
+        urls = []
+        for ident in "abcdefgh"[: args.replicas]:  # the first bootstraps and leads
+            server, url = start_server(tmp, etcd_url, ident)
+            procs.append(server)
+            urls.append(url)
+        return run(args, etcd_url, urls, tmp)
     finally:
         for p in reversed(procs):
             p.kill()
@@ -282,7 +286,7 @@ def run(args: argparse.Namespace, etcd_url: str, urls: list[str], tmp: Path) -> 
 
 
 def leader(urls: list[str]) -> str:
-    """The replica both replicas name as leader (the election may take a moment)."""
+    """The replica every replica names as leader (the election may take a moment)."""
     for _ in range(100):
         named = {httpx.get(u + "/healthz").json()["leader"] for u in urls}
         if len(named) == 1 and None not in named:
@@ -294,7 +298,7 @@ def leader(urls: list[str]) -> str:
 def place(
     args: argparse.Namespace, apis: list[httpx.Client], agents: SimAgents
 ) -> dict[str, object]:
-    """Phase 1: --vms creates through both replicas while the agents write."""
+    """Phase 1: --vms creates spread over the replicas while the agents write."""
     kinds = flavors(args.vms)
 
     def create(i: int) -> Outcome:
@@ -374,7 +378,7 @@ def grow_and_page(
     agents: SimAgents,
 ) -> dict[str, object]:
     """Phase 2: VMs up to --total straight in etcd with their status, then pages of 500
-    through both replicas while the agents' status changes go on."""
+    through the replicas in turn while the agents' status changes go on."""
     agents.stop_accepting()
     t1 = time.perf_counter()
     batch: list[Put] = []

@@ -159,7 +159,7 @@ class SimAgents:
                 continue
             try:
                 self._first_pass(store, name, host)
-            except StoreUnavailable as exc:
+            except Exception as exc:  # counted and shown; the worker goes on
                 self._error(f"first pass of {name}: {exc}")
             finally:
                 self._queue.task_done()
