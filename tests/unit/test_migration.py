@@ -8,11 +8,13 @@ from typing import Literal
 import pytest
 
 from kumo.agent.agent import Agent, AgentConfig
-from kumo.hypervisor.base import DomainState
+from kumo.agent.strategy import Measured, choose
+from kumo.hypervisor.base import Directive, DomainState
 from kumo.hypervisor.fake import FakeHypervisor
 from kumo.model.activity import Task, TaskState
+from kumo.model.host import HostRecord
 from kumo.model.migration import MigrationOverride, MigrationPolicy, MigrationSettings
-from kumo.model.vm import Migration, Placement
+from kumo.model.vm import Migration, Placement, VMSpec
 from kumo.server.errors import Conflict, Invalid, NotFound
 from kumo.server.schemas import ImageImport, PoolCreate, VMCreate
 from kumo.server.service import ClusterService
@@ -131,9 +133,9 @@ def test_unreachable_target_fails_and_keeps_the_vm(c: Cluster) -> None:
 def test_bad_requests(c: Cluster) -> None:
     with pytest.raises(NotFound):
         c.svc.migrations.migrate("nosuch", None, "t")
-    with pytest.raises(Invalid, match="to: no host named h9"):
+    with pytest.raises(Conflict, match="to: no host named h9"):
         c.svc.migrations.migrate("web1", "h9", "t")
-    with pytest.raises(Invalid, match="to: vm web1 already runs on h1"):
+    with pytest.raises(Conflict, match="to: vm web1 already runs on h1"):
         c.svc.migrations.migrate("web1", "h1", "t")
     with pytest.raises(Conflict, match="pinned to host h1"):
         c.svc.migrations.migrate("web1", None, "t")
@@ -271,7 +273,7 @@ def test_policy_comes_from_cluster_vm_and_request(c: Cluster) -> None:
     assert (p.downtime_ms, p.bandwidth_mib_s, p.max_downtime_ms) == (100, 20, 2000)
     c.tick()
     assert c.hv["h1"].strategies[0].bandwidth_mib_s == 20
-    with pytest.raises(Invalid, match="max_downtime_ms"):
+    with pytest.raises(Conflict, match="max_downtime_ms"):  # over the cluster's: state
         c.svc.migrations.set_vm_policy("web1", MigrationOverride(downtime_ms=5000), "t")
     with pytest.raises(Invalid, match="max_downtime_ms"):
         c.svc.migrations.set_settings(
@@ -454,3 +456,29 @@ def test_a_target_that_cannot_provide_the_cpu_model_is_refused() -> None:
     assert c.host_of("n") == to
     with pytest.raises(Conflict, match="CPU model EPYC incompatible"):
         c.svc.create_vm(VMCreate(name="e", image="img", memory_mib=128, cpu_model="EPYC"), "t")
+
+
+def test_a_job_that_ends_while_a_restarted_agent_measures_is_recorded_as_a_success(
+    c: Cluster,
+) -> None:
+    """A restarted source agent finds the migration an earlier agent started still running in
+    libvirtd; the job completes while the new agent measures, before it attaches. The VM now
+    runs on the target: the task succeeds and the placement follows it (seen in the lab)."""
+    boots = c.hv["h1"].boots("web1")
+    src = c.agents["h1"].migrator
+    measure = src.measure
+
+    def libvirtd_finishes_meanwhile(m: Migration, spec: VMSpec, record: HostRecord) -> Measured:
+        seen = measure(m, spec, record)
+        found = src._target(m)
+        assert found is not None
+        c.hv["h1"].migrate(m.vm, found[0], choose(m.policy, seen), lambda p: Directive())
+        return seen
+
+    src.measure = libvirtd_finishes_meanwhile  # type: ignore[method-assign]
+    task = c.svc.migrations.migrate("web1", "h2", "t")
+    c.tick()
+    done = c.task(task.id)
+    assert done.state == TaskState.SUCCEEDED, done.message
+    assert c.host_of("web1") == "h2" and c.hv["h2"].boots("web1") == boots
+    assert c.store.range(keys.MIGRATIONS) == []

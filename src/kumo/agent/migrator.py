@@ -285,9 +285,21 @@ class Migrator:
             )
             return
         except HypervisorError as exc:
+            if self._gone_from_here(m.vm):
+                # libvirtd finished the job an earlier agent started while this one was
+                # measuring: the domain left with the switch-over (it is undefined here only
+                # when the migration succeeded).
+                self._done(m, None, "switch-over seen after a restart")
+                return
             self._failed(m, f"{exc}; {m.vm} runs on {m.source} as before", progress=latest[0])
             return
         self._done(m, final.model_copy(update={"strategy": strategy}), strategy.name)
+
+    def _gone_from_here(self, vm: str) -> bool:
+        try:
+            return all(d.name != vm for d in self.agent.hv.domains())
+        except HypervisorError:
+            return False  # libvirtd cannot say: nothing is known to have moved
 
     def _to_target(self, record: HostRecord, method: str, vm: str) -> tuple[int, str]:
         secret = self.agent.store.get(keys.AGENT_SECRET)
