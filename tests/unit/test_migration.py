@@ -475,7 +475,7 @@ def test_a_job_that_ends_while_a_restarted_agent_measures_is_recorded_as_a_succe
         c.hv["h1"].migrate(m.vm, found[0], choose(m.policy, seen), lambda p: Directive())
         return seen
 
-    src.measure = libvirtd_finishes_meanwhile  # type: ignore[method-assign]
+    src.measure = libvirtd_finishes_meanwhile  # type: ignore[method-assign,assignment]
     task = c.svc.migrations.migrate("web1", "h2", "t")
     c.tick()
     done = c.task(task.id)
