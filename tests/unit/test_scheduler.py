@@ -5,11 +5,13 @@ from __future__ import annotations
 from kumo.scheduler.placement import (
     Chosen,
     Demand,
+    HostUsage,
     HostView,
     NoValidHost,
     Placed,
     Policy,
     place,
+    usage_of,
 )
 
 POOLS = frozenset({"shared"})
@@ -104,3 +106,79 @@ def test_down_unschedulable_and_pinned_hosts() -> None:
 def test_a_vm_does_not_count_against_itself() -> None:
     placed = [Placed(vm("a", mem=1024), "h1")]
     assert place(vm("a", mem=1024, pin="h1"), HOSTS, placed) == Chosen("h1")
+
+
+def refusal(d: Demand, hosts: list[HostView], placed: list[Placed] | None = None) -> str:
+    r = place(d, hosts, placed or [])
+    assert isinstance(r, NoValidHost)
+    return r.reason
+
+
+def test_usage_sums_each_host_s_vms_and_their_groups_leaving_one_out() -> None:
+    placed = [
+        Placed(vm("a", vcpus=2, mem=100, anti="web"), "h1"),
+        Placed(vm("b", vcpus=1, mem=50, aff="db"), "h1"),
+        Placed(vm("c", mem=10), "h2"),
+    ]
+    assert usage_of(placed) == {
+        "h1": HostUsage(3, 150, 2, frozenset({"anti:web", "aff:db"})),
+        "h2": HostUsage(1, 10, 1, frozenset()),
+    }
+    assert usage_of(placed, exclude="b") == {
+        "h1": HostUsage(2, 100, 1, frozenset({"anti:web"})),
+        "h2": HostUsage(1, 10, 1, frozenset()),
+    }
+
+
+def test_equal_free_memory_goes_to_the_host_with_fewer_vms() -> None:
+    placed = [Placed(vm("a", mem=64), "h1"), Placed(vm("b", mem=64), "h1")]
+    placed.append(Placed(vm("c", mem=128), "h2"))
+    hosts = [host("h1"), host("h2")]
+    assert place(vm("d"), hosts, placed) == Chosen("h2")
+    assert place(vm("d"), hosts, placed, Policy(strategy="pack")) == Chosen("h2")
+
+
+def test_memory_overcommit_ratio() -> None:
+    one = [host("h1", mem=1024)]
+    assert place(vm("a", mem=1536), one, [], Policy(memory_ratio=1.5)) == Chosen("h1")
+    r = place(vm("a", mem=1537), one, [], Policy(memory_ratio=1.5))
+    assert isinstance(r, NoValidHost) and "most free on a candidate host: 1536 MiB" in r.reason
+
+
+def test_a_vm_that_fills_the_free_vcpus_exactly_fits() -> None:
+    assert place(vm("a", vcpus=8, mem=1), [host("h1", cpus=2)], []) == Chosen("h1")  # 2 x 4
+    assert "vCPUs" in refusal(vm("a", vcpus=9, mem=1), [host("h1", cpus=2)])
+
+
+def test_each_filter_names_itself_in_the_refusal() -> None:
+    assert refusal(vm("a"), []) == "no hosts are registered"
+    assert refusal(vm("a"), [host("h1", sched=False)]) == (
+        "every host that is up is unschedulable (maintenance)"
+    )
+    other_pool = Demand("a", 1, 128, "local", NETS)
+    assert refusal(other_pool, HOSTS) == "no host reaches pool local"
+    two_nets = Demand("a", 1, 128, "shared", frozenset({"public", "storage", "backup"}))
+    assert refusal(two_nets, HOSTS) == "no host reaches network(s) backup, public, storage"
+    full = [Placed(vm("db", aff="app", vcpus=8), "h3")]
+    assert refusal(vm("web", aff="app"), HOSTS, full) == (
+        "not enough free vCPUs (needs 1, overcommit 4x)"
+    )
+    assert refusal(vm("web", aff="app"), HOSTS[:2], full) == (
+        "affinity group app: the hosts of its members cannot take it"
+    )
+
+
+def test_cpu_refusals_name_every_host_and_what_it_lacks() -> None:
+    def cpu_host(name: str, models: set[str], features: set[str]) -> HostView:
+        return HostView(
+            name, True, True, 2, 1024, POOLS, NETS, frozenset(models), frozenset(features)
+        )
+
+    hosts = [cpu_host("h1", {"qemu64"}, {"sse2"}), cpu_host("h2", {"qemu64"}, {"lm"})]
+    named = Demand("a", 1, 128, "shared", NETS, cpu_model="Nehalem")
+    assert refusal(named, hosts) == "CPU model Nehalem incompatible: h1, h2 cannot provide it"
+    baseline = Demand("a", 1, 128, "shared", NETS, cpu_features=frozenset({"avx2", "lm", "sse2"}))
+    assert refusal(baseline, hosts) == (
+        "guest CPU (the cluster baseline when the VM was created) incompatible: "
+        "h1 lacks avx2, lm; h2 lacks avx2, sse2"
+    )
