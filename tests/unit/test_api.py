@@ -51,7 +51,9 @@ def test_no_or_wrong_token_is_401_without_detail(api: tuple[TestClient, MemorySt
     client, _ = api
     for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic x"}):
         r = client.get("/api/v1/vms", headers={**headers} if headers else {"Authorization": ""})
-        assert r.status_code == 401 and r.json() == {"detail": "unauthorized"}
+        assert r.status_code == 401
+        assert r.json() == {"detail": "unauthorized", "field": "authorization"}
+        assert r.headers["www-authenticate"] == "Bearer"
     assert client.get("/healthz").status_code == 200
 
 
@@ -88,14 +90,15 @@ def test_too_big_vm_names_memory(api: tuple[TestClient, MemoryStore]) -> None:
     [
         (vm("Bad_Name"), "name"),
         (vm("-x"), "name"),
+        (vm("web1\n"), "name"),
         (vm("ok", vcpus=0), "vcpus"),
+        (vm("ok", vcpus=True), "vcpus"),
         (vm("ok", memory_mib=-5), "memory_mib"),
         (vm("ok", disk_gib=0), "disk_gib"),
-        (vm("ok", image="nosuch"), "image"),
-        (vm("ok", pool="nosuch"), "pool"),
-        (vm("ok", networks=["nosuch"]), "networks"),
         (vm("ok", colour="blue"), "colour"),
-        (vm("ok", ssh_keys=["not a key"]), "ssh_keys"),
+        (vm("ok", ssh_keys=["not a key"]), "ssh_keys.0"),
+        (vm("ok", ssh_keys=["ssh-ed25519 AAAA\nruncmd: [reboot]"]), "ssh_keys.0"),
+        (vm("ok", networks=["public", "Bad"]), "networks.1"),
     ],
 )
 def test_bad_input_is_422_naming_the_field(
@@ -105,7 +108,29 @@ def test_bad_input_is_422_naming_the_field(
     rev = store.revision()
     r = client.post("/api/v1/vms", json=body)
     assert r.status_code == 422, r.text
-    assert field in r.json()["detail"]
+    assert [e["field"] for e in r.json()["errors"]] == [field]
+    assert r.json()["detail"].startswith(f"{field}: ")
+    assert store.revision() == rev
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (vm("ok", image="nosuch"), "image"),
+        (vm("ok", pool="nosuch"), "pool"),
+        (vm("ok", networks=["nosuch"]), "networks"),
+        (vm("ok", host="nosuch"), "host"),
+    ],
+)
+def test_unknown_reference_is_409_naming_the_field(
+    api: tuple[TestClient, MemoryStore], body: dict[str, object], field: str
+) -> None:
+    """A valid request the cluster's state refuses (it may pass once the object exists)."""
+    client, store = api
+    rev = store.revision()
+    r = client.post("/api/v1/vms", json=body)
+    assert r.status_code == 409, r.text
+    assert r.json()["field"] == field and r.json()["detail"].startswith(f"{field}: no ")
     assert store.revision() == rev
 
 

@@ -69,16 +69,27 @@ class Client:
         except httpx.HTTPError as exc:
             raise ClientError(f"kumo server at {self.s.url} is unreachable: {exc}") from exc
         if r.status_code >= 400:
-            try:
-                detail = r.json().get("detail", r.text)
-            except ValueError:
-                detail = r.text
-            if r.status_code == 401:
-                detail = "unauthorized: check the token (--token, KUMO_TOKEN or the config file)"
-            raise ClientError(str(detail), r.status_code)
+            raise ClientError(error_message(r), r.status_code)
         if r.headers.get("content-type", "").startswith("application/json"):
             return r.json()
         return r.text
 
     def stream(self, path: str, **kw: Any) -> Any:
         return self.http.stream("GET", path, timeout=None, **kw)
+
+
+def error_message(r: httpx.Response) -> str:
+    """What the server said went wrong, starting with the field at fault (the API's error
+    body: ``detail``, and ``field`` or ``errors``; a 422's detail names each field)."""
+    if r.status_code == 401:
+        return "unauthorized: check the token (--token, KUMO_TOKEN or the config file)"
+    try:
+        body = r.json()
+    except ValueError:
+        return r.text
+    if not isinstance(body, dict) or "detail" not in body:
+        return r.text
+    detail, field = str(body["detail"]), body.get("field")
+    if field and not detail.startswith(f"{field}:"):
+        return f"{field}: {detail}"
+    return detail

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from kumo.model.common import Frozen
 
@@ -14,6 +14,8 @@ Auto = Literal["auto", "on", "off"]
 
 
 class MigrationPolicy(Frozen):
+    model_config = ConfigDict(strict=True)  # API bodies: no coercion (false is not 0)
+
     bandwidth_mib_s: int = Field(default=0, ge=0, le=100_000)  # 0: as fast as the link goes
     downtime_ms: int = Field(default=300, ge=10, le=60_000)  # the target switch-over pause
     max_downtime_ms: int = Field(default=2000, ge=10, le=60_000)  # raised in steps up to this
@@ -28,6 +30,8 @@ class MigrationPolicy(Frozen):
 
 class MigrationOverride(Frozen):
     """Fields of a :class:`MigrationPolicy` to change; None keeps the one beneath."""
+
+    model_config = ConfigDict(strict=True)  # API bodies: no coercion (false is not 0)
 
     bandwidth_mib_s: int | None = Field(default=None, ge=0, le=100_000)
     downtime_ms: int | None = Field(default=None, ge=10, le=60_000)
@@ -50,6 +54,8 @@ def effective(policy: MigrationPolicy, *overrides: MigrationOverride | None) -> 
 
 class MigrationSettings(Frozen):
     """The cluster's migration settings (``/kumo/config/migration``)."""
+
+    model_config = ConfigDict(strict=True)  # API bodies: no coercion (false is not 0)
 
     policy: MigrationPolicy = MigrationPolicy()
     max_per_host: int = Field(default=2, ge=1, le=64)  # a migration counts on both hosts

@@ -18,7 +18,7 @@ from kumo.model.migration import (
 from kumo.model.vm import Migration, Placement, Power, VMSpec, VMState, VMStatus
 from kumo.scheduler.demand import demand
 from kumo.scheduler.placement import Chosen, place, usage_of
-from kumo.server.errors import Conflict, Invalid, NotFound
+from kumo.server.errors import ApiError, Conflict, Invalid, NotFound
 from kumo.store import keys
 from kumo.store.activity import event_op, finish_task, new_task
 from kumo.store.base import Compare, Delete, Put
@@ -41,10 +41,14 @@ def _slots(
     return None
 
 
-def _consistent(policy: MigrationPolicy, prefix: str = "") -> None:
-    """Refuse a policy whose downtime target starts above the ceiling it may rise to."""
+def _consistent(
+    policy: MigrationPolicy, prefix: str = "", error: type[ApiError] = Conflict
+) -> None:
+    """Refuse a policy whose downtime target starts above the ceiling it may rise to: 422
+    (Invalid) when the request alone breaks the rule, 409 when an override does over the
+    policies beneath it (the same request may pass once those change)."""
     if policy.max_downtime_ms < policy.downtime_ms:
-        raise Invalid(
+        raise error(
             f"{prefix}max_downtime_ms: {policy.max_downtime_ms} is below downtime_ms "
             f"{policy.downtime_ms}; the target only rises",
             f"{prefix}max_downtime_ms",
@@ -61,7 +65,7 @@ class Migrations:
         return found[0] if found else MigrationSettings()
 
     def set_settings(self, new: MigrationSettings, actor: str) -> MigrationSettings:
-        _consistent(new.policy, "policy.")
+        _consistent(new.policy, "policy.", Invalid)
         found = self.svc.store.get(keys.MIGRATION_SETTINGS)
         ok = self.svc._commit(
             [Compare(keys.MIGRATION_SETTINGS, found.mod_revision if found else 0)],
@@ -116,9 +120,9 @@ class Migrations:
             raise Conflict(f"vm {name} is not placed on a host yet")
         source = decode(Placement, pentry).host
         if to is not None and to == source:
-            raise Invalid(f"to: vm {name} already runs on {to}", "to")
+            raise Conflict(f"to: vm {name} already runs on {to}", "to")
         if to is not None and view.get(keys.HOSTS + to) is None:
-            raise Invalid(f"to: no host named {to}", "to")
+            raise Conflict(f"to: no host named {to}", "to")
         sentry = view.get(keys.VMSTATUS + name)
         state = decode(VMStatus, sentry).state if sentry else None
         if cold:
@@ -253,7 +257,7 @@ class Migrations:
         svc = self.svc
         svc.view.sync()
         if svc.view.get(keys.HOSTS + host) is None:
-            raise NotFound(f"host {host} does not exist")
+            raise NotFound(f"host {host} does not exist", "name")
         found = load(svc.store, Maintenance, keys.MAINTENANCE + host)
         if action == "enter":
             if found is not None:

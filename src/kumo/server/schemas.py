@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from kumo.model.activity import Event, Task
 from kumo.model.common import Name
@@ -15,7 +16,68 @@ from kumo.model.vm import CPU_MODEL_PATTERN, BootDevice, Power, VMSpec, VMStatus
 
 
 class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: unknown fields refused, and no type coerced (``false`` is not ``0``,
+    ``"1"`` is not ``1``), so what the schema refuses the API refuses."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _check(pattern: str, rule: str, max_length: int) -> AfterValidator:
+    """A string rule checked whole, with a message that says the rule; ``_publish`` puts the
+    same pattern in the schema, so a schema-valid value is accepted."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if len(value) > max_length or not compiled.fullmatch(value):
+            raise ValueError(f"must be {rule}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _publish(pattern: str, rule: str, max_length: int) -> WithJsonSchema:
+    return WithJsonSchema(
+        {"type": "string", "pattern": pattern, "maxLength": max_length, "description": rule}
+    )
+
+
+SSH_KEY_PATTERN = r"^(ssh-|ecdsa-|sk-)[!-~]+ [A-Za-z0-9+/]+={0,3}( [^\r\n]*)?$"
+_SSH_KEY = (
+    SSH_KEY_PATTERN,
+    "one OpenSSH public key line: type, base64 key, an optional comment "
+    "(e.g. 'ssh-ed25519 AAAA… user@host')",
+    16384,
+)
+SshKey = Annotated[str, _check(*_SSH_KEY), _publish(*_SSH_KEY)]
+
+_SEGMENT = r"(?:[^/\x00.][^/\x00]*|\.[^/\x00.][^/\x00]*|\.\.[^/\x00]+|\.)"
+IMAGE_PATH_PATTERN = rf"^{_SEGMENT}(?:/{_SEGMENT})*$"
+_IMAGE_PATH = (
+    IMAGE_PATH_PATTERN,
+    "a path relative to the pool's directory, inside it: no leading '/', no empty or '..' part",
+    4096,
+)
+ImagePath = Annotated[str, _check(*_IMAGE_PATH), _publish(*_IMAGE_PATH)]
+
+
+class FieldError(BaseModel):
+    field: str = Field(min_length=1, description="e.g. 'name', 'networks.0', 'body', 'limit'")
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: what went wrong; for a bad input, the field (or fields) at fault."""
+
+    detail: str
+    field: str | None = Field(default=None, min_length=1)
+    errors: list[FieldError] | None = None
+
+
+class ValidationErrorBody(BaseModel):
+    """A 422: the request breaks the schema; one entry for each field at fault."""
+
+    detail: str
+    errors: list[FieldError] = Field(min_length=1)
 
 
 def _default_boot() -> list[BootDevice]:
@@ -40,7 +102,7 @@ class VMCreate(Body):
     clone: Literal["linked", "full"] = "linked"
     networks: list[Name] = Field(default_factory=lambda: ["public"], max_length=8)
     boot: list[BootDevice] = Field(default_factory=_default_boot, min_length=1, max_length=3)
-    ssh_keys: list[str] = Field(default_factory=list, max_length=32)
+    ssh_keys: list[SshKey] = Field(default_factory=list, max_length=32)
     runcmd: list[Annotated[str, Field(min_length=1, max_length=4096)]] = Field(
         default_factory=list, max_length=32, description="cloud-init runcmd: commands run once"
     )
@@ -49,21 +111,6 @@ class VMCreate(Body):
     anti_affinity: Name | None = None
     start: bool = True
     stop_timeout_s: int = Field(default=60, ge=0, le=3600)
-
-    @field_validator("ssh_keys")
-    @classmethod
-    def public_keys(cls, v: list[str]) -> list[str]:
-        for key in v:
-            parts = key.split()
-            if (
-                len(parts) < 2
-                or not parts[0].startswith(("ssh-", "ecdsa-", "sk-"))
-                or ("\n" in key)
-            ):
-                raise ValueError(
-                    "each must be one OpenSSH public key line, e.g. 'ssh-ed25519 AAAA… user@host'"
-                )
-        return v
 
 
 class VMMigrate(Body):
@@ -98,6 +145,17 @@ class VMView(BaseModel):
     status: VMStatus | None
 
 
+class Health(BaseModel):
+    ok: bool
+    leader: str | None  # the replica that runs the controllers, if any
+    this_replica_leads: bool
+
+
+class VMCreated(BaseModel):
+    vm: VMView
+    task: Task
+
+
 class HostView(BaseModel):
     name: str
     state: HostState
@@ -127,16 +185,9 @@ class NetworkCreate(Body):
 class ImageImport(Body):
     name: Name
     pool: Name
-    path: str = Field(description="the image file, relative to the pool's directory")
+    path: ImagePath  # the image file, relative to the pool's directory
     format: Literal["qcow2", "raw"] = "qcow2"
     size_gib: int = Field(default=1, ge=1, le=65536)
-
-    @field_validator("path")
-    @classmethod
-    def inside_pool(cls, v: str) -> str:
-        if not v or v.startswith("/") or ".." in v.split("/") or "\x00" in v:
-            raise ValueError("must be a relative path inside the pool, without '..'")
-        return v
 
 
 class TaskView(BaseModel):

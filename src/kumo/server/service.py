@@ -191,7 +191,7 @@ class ClusterService:
         for h in self.hosts():
             if h.name == name:
                 return h
-        raise NotFound(f"host {name} does not exist")
+        raise NotFound(f"host {name} does not exist", "name")
 
     def _view(
         self,
@@ -253,7 +253,7 @@ class ClusterService:
     def _spec(self, name: str) -> tuple[VMSpec, int]:
         found = load(self.store, VMSpec, keys.VMS + name)
         if found is None:
-            raise NotFound(f"vm {name} does not exist")
+            raise NotFound(f"vm {name} does not exist", "name")
         return found
 
     # -- VM commands ---------------------------------------------------------------------
@@ -266,14 +266,14 @@ class ClusterService:
             images = self.view.models(Image, keys.IMAGES)
         if req.image not in images:
             known = ", ".join(sorted(images)) or "none"
-            raise Invalid(f"image: no image named {req.image} (known: {known})", "image")
+            raise Conflict(f"image: no image named {req.image} (known: {known})", "image")
         image = images[req.image]
         pool = req.pool or image[0].pool
         self._fresh(self.view.get(keys.POOLS + pool) is not None)
         if self.view.get(keys.POOLS + pool) is None:
-            raise Invalid(f"pool: no pool named {pool}", "pool")
+            raise Conflict(f"pool: no pool named {pool}", "pool")
         if pool != image[0].pool:
-            raise Invalid(
+            raise Conflict(
                 f"pool: image {req.image} is in pool {image[0].pool}; a VM's disk is "
                 f"made in the image's pool",
                 "pool",
@@ -283,20 +283,20 @@ class ClusterService:
             nets = self.view.models(Network, keys.NETWORKS)
         for n in req.networks:
             if n not in nets:
-                raise Invalid(
+                raise Conflict(
                     f"networks: no network named {n} (known: {', '.join(sorted(nets)) or 'none'})",
                     "networks",
                 )
         disk = req.disk_gib or image[0].size_gib
         if disk < image[0].size_gib:
-            raise Invalid(
+            raise Conflict(
                 f"disk_gib: {disk} is smaller than image {req.image} ({image[0].size_gib} GiB)",
                 "disk_gib",
             )
         if req.host is not None:
             self._fresh(self.view.get(keys.HOSTS + req.host) is not None)
             if self.view.get(keys.HOSTS + req.host) is None:
-                raise Invalid(f"host: no host named {req.host}", "host")
+                raise Conflict(f"host: no host named {req.host}", "host")
         vm_uuid = str(uuid.uuid4())
         task = new_task("vm.create", f"vm/{req.name}", actor, self.clock())
         macs = draw_macs(len(req.networks), lambda _: False, self.mac_bits)  # checked when placed
@@ -621,7 +621,7 @@ class ClusterService:
 
     def import_image(self, req: ImageImport, actor: str) -> Image:
         if load(self.store, Pool, keys.POOLS + req.pool) is None:
-            raise Invalid(f"pool: no pool named {req.pool}", "pool")
+            raise Conflict(f"pool: no pool named {req.pool}", "pool")
         image = Image(
             name=req.name,
             pool=req.pool,
@@ -650,7 +650,7 @@ class ClusterService:
     def task(self, task_id: str) -> Task:
         found = load(self.store, Task, keys.TASKS + task_id)
         if found is None:
-            raise NotFound(f"task {task_id} does not exist")
+            raise NotFound(f"task {task_id} does not exist", "task_id")
         return found[0]
 
     def events(self, limit: int = 100, obj: str | None = None) -> list[Event]:
