@@ -100,11 +100,6 @@ def test_the_busy_lab_case_gives_virsh_kumos_throttle() -> None:
     assert opts[opts.index("--auto-converge-initial") + 1] == str(s.throttle_initial) == "99"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kumo passes the post-copy bandwidth to libvirt in bytes/s (x 2**20); libvirt and "
-    "virsh take MiB/s (VIR_MIGRATE_PARAM_BANDWIDTH_POSTCOPY), so kumo's pacing is lost",
-)
 @pytest.mark.parametrize("s", strategies(postcopy=True)[:1], ids=lambda s: s.name)
 def test_post_copy_bandwidth_in_the_same_unit(s: Strategy) -> None:
     assert as_libvirt(virsh_options(s)) == kumo_gives(s)

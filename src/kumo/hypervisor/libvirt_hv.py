@@ -143,7 +143,9 @@ def _flags_and_params(s: Strategy, target: MigrationTarget) -> tuple[int, dict[s
     if s.postcopy:
         flags |= libvirt.VIR_MIGRATE_POSTCOPY
         if s.bandwidth_mib_s:
-            params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH_POSTCOPY] = s.bandwidth_mib_s * 2**20
+            # MiB/s, like VIR_MIGRATE_PARAM_BANDWIDTH (virsh --postcopy-bandwidth passes its
+            # MiB/s value straight through; libvirt converts to bytes for QEMU)
+            params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH_POSTCOPY] = s.bandwidth_mib_s
     return flags, params
 
 
