@@ -1,0 +1,198 @@
+"""Errors keep the documented shape and name their field; the document says what the routes
+answer (our own 422 schema, JSON errors on the text console log, the event stream); the
+power routes take no action parameter; the CLI shows the field the server names."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from kumo.cli.client import Client, ClientError, Settings
+from kumo.model.vm import Power
+from kumo.server.app import create_app
+from kumo.server.auth import bootstrap
+from kumo.server.schemas import ErrorBody, ValidationErrorBody, VMCreate
+from kumo.server.service import ClusterService
+from kumo.sim.cluster import define_basics, register_hosts, sim_host
+from kumo.store.base import Entry, StoreUnavailable
+from kumo.store.memory import MemoryStore
+
+Agent = Callable[[httpx.Request], httpx.Response]
+
+
+class Api:
+    def __init__(self, agent: Agent | None = None) -> None:
+        self.store = MemoryStore()
+        token = bootstrap(self.store)
+        assert token
+        register_hosts(self.store, [sim_host("h1")])
+        self.service = ClusterService(self.store)
+        define_basics(self.service)
+        self.service.create_vm(VMCreate(name="web1", image="img", memory_mib=128), "test")
+        self.agent: Agent = agent or (lambda r: httpx.Response(200, text="web1 login: \n"))
+        agents = httpx.Client(transport=httpx.MockTransport(lambda r: self.agent(r)))
+        self.client = TestClient(create_app(self.service, agents=agents))
+        self.client.headers["Authorization"] = f"Bearer {token}"
+
+
+@pytest.fixture
+def api() -> Api:
+    return Api()
+
+
+def _error(r: httpx.Response, status: int) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    body: dict[str, Any] = r.json()
+    (ValidationErrorBody if status == 422 else ErrorBody).model_validate(body)
+    return body
+
+
+def _fields(r: httpx.Response) -> list[str]:
+    return [e["field"] for e in _error(r, 422)["errors"]]
+
+
+def test_a_missing_body_is_named_body(api: Api) -> None:
+    assert _fields(api.client.post("/api/v1/pools")) == ["body"]
+    assert _fields(api.client.put("/api/v1/migration-policy")) == ["body"]
+
+
+def test_a_body_that_is_not_json_is_named_body(api: Api) -> None:
+    headers = {"Content-Type": "application/json"}
+    assert _fields(api.client.post("/api/v1/pools", content=b"{bad", headers=headers)) == ["body"]
+    r = api.client.post("/api/v1/pools", content=b"\xff\xfe{", headers=headers)
+    assert _error(r, 400)["field"] == "body"
+
+
+def test_a_field_called_path_keeps_its_name(api: Api) -> None:
+    r = api.client.post("/api/v1/pools", json={"name": "p2", "path": "relative"})
+    assert _fields(r) == ["path"]
+    r = api.client.post("/api/v1/images", json={"name": "i2", "pool": "shared", "path": "../x"})
+    assert _fields(r) == ["path"]
+    assert "no leading '/', no empty or '..' part" in r.json()["detail"]
+
+
+def test_nested_and_unknown_fields_are_named_in_full(api: Api) -> None:
+    r = api.client.put("/api/v1/migration-policy", json={"policy": {"parallel": False}})
+    assert _fields(r) == ["policy.parallel"]  # false is not 0: bodies are strict
+    r = api.client.post("/api/v1/networks", json={"name": "n", "bridge": "br1", "": 1})
+    assert _fields(r) == ["body"]  # an unknown key "" is the body's fault, not a nameless one
+
+
+def test_json_numbers_are_read_as_the_schema_reads_them(api: Api) -> None:
+    r = api.client.post("/api/v1/vms", json={"name": "web2", "image": "img", "vcpus": 2.0})
+    assert r.status_code == 201 and r.json()["vm"]["vcpus"] == 2
+    assert _fields(api.client.post("/api/v1/vms", json={"name": "w", "image": "img", "vcpus": 1.5}))
+    assert _fields(api.client.post("/api/v1/vms", json={"name": "w", "image": "img", "vcpus": "2"}))
+
+
+def test_a_path_name_breaking_the_rule_is_422_naming_it(api: Api) -> None:
+    assert _fields(api.client.get("/api/v1/vms/Web1")) == ["name"]
+    assert _fields(api.client.get("/api/v1/tasks/nosuch")) == ["task_id"]
+    assert _error(api.client.get("/api/v1/vms/web9"), 404)["field"] == "name"
+    assert _error(api.client.get("/api/v1/hosts/h9"), 404)["field"] == "name"
+    assert _error(api.client.get("/api/v1/tasks/0123456789ab"), 404)["field"] == "task_id"
+
+
+def test_405_allows_every_method_of_the_path(api: Api) -> None:
+    r = api.client.put("/api/v1/vms/web1")
+    assert _error(r, 405)["field"] == "method"
+    assert r.headers["Allow"] == "DELETE, GET"
+    assert api.client.patch("/api/v1/migration-policy").headers["Allow"] == "GET, PUT"
+
+
+def test_etcd_down_is_503_in_the_error_shape(api: Api) -> None:
+    class Down(MemoryStore):
+        def get(self, key: str) -> Entry | None:
+            raise StoreUnavailable("etcd at 127.0.0.1:2379 is unreachable")
+
+    client = TestClient(create_app(ClusterService(Down())))
+    r = client.get("/api/v1/vms", headers={"Authorization": "Bearer kumo_x"})
+    assert "kumo changed nothing" in _error(r, 503)["detail"]
+
+
+def test_power_routes_take_no_action_parameter(api: Api) -> None:
+    """``POST /vms/web1/start?_action=stop`` once stopped the VM: the action came from a
+    parameter with a default."""
+    r = api.client.post("/api/v1/vms/web1/start", params={"_action": "stop", "action": "stop"})
+    assert r.status_code == 202 and r.json()["kind"] == "vm.start"
+    assert api.client.get("/api/v1/vms/web1").json()["spec"]["power"] == Power.RUNNING
+    doc = api.client.get("/api/v1/openapi.json").json()
+    for action in ("start", "stop", "reboot"):
+        op = doc["paths"][f"/api/v1/vms/{{name}}/{action}"]["post"]
+        assert [p["name"] for p in op["parameters"]] == ["name"]
+
+
+def test_the_document_publishes_our_error_schemas(api: Api) -> None:
+    doc = api.client.get("/api/v1/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    assert "HTTPValidationError" not in schemas and "ValidationError" not in schemas
+    assert set(schemas["ValidationErrorBody"]["required"]) == {"detail", "errors"}
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            for status, answer in op["responses"].items():
+                if int(status) < 400:
+                    continue
+                model = "ValidationErrorBody" if status == "422" else "ErrorBody"
+                schema = answer["content"]["application/json"]["schema"]
+                assert schema == {"$ref": f"#/components/schemas/{model}"}, (method, path)
+
+
+def test_console_log_is_text_and_its_errors_json(api: Api) -> None:
+    r = api.client.get("/api/v1/vms/web1/console-log")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    assert r.text == "web1 login: \n"
+    api.agent = lambda r: httpx.Response(404)
+    assert _error(api.client.get("/api/v1/vms/web1/console-log"), 404)["field"] == "name"
+
+    def unreachable(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    api.agent = unreachable
+    r = api.client.get("/api/v1/vms/web1/console-log")
+    assert _error(r, 502)["field"] == "agent" and "unreachable" in r.json()["detail"]
+    doc = api.client.get("/api/v1/openapi.json").json()
+    answers = doc["paths"]["/api/v1/vms/{name}/console-log"]["get"]["responses"]
+    assert list(answers["200"]["content"]) == ["text/plain"]
+    assert {"404", "502"} <= set(answers)
+
+
+def test_the_event_stream_is_documented_as_it_is_sent(api: Api) -> None:
+    class EndingWatches(MemoryStore):
+        def watch(self, prefix: str, start_revision: int) -> Any:
+            w = super().watch(prefix, start_revision)
+            w.cancel()  # the stream sends the past events and ends
+            return w
+
+    store = EndingWatches()
+    token = bootstrap(store)
+    service = ClusterService(store)
+    define_basics(service)
+    client = TestClient(create_app(service))
+    r = client.get(
+        "/api/v1/events", params={"follow": "true"}, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert r.headers["content-type"] == "application/x-ndjson"
+    lines: Iterator[str] = iter(r.text.splitlines())
+    assert [line.startswith('{"time":') for line in lines] == [True] * 3  # pool, net, image
+    doc = client.get("/api/v1/openapi.json").json()
+    content = doc["paths"]["/api/v1/events"]["get"]["responses"]["200"]["content"]
+    assert set(content) == {"application/json", "application/x-ndjson"}
+    assert content["application/json"]["schema"]["items"] == {"$ref": "#/components/schemas/Event"}
+
+
+def test_the_cli_shows_the_field_the_server_names(api: Api) -> None:
+    cli = Client(Settings("http://testserver", ""))
+    cli.http = api.client
+    with pytest.raises(ClientError) as err:
+        cli.call("GET", "/api/v1/vms/web9")
+    assert err.value.status == 404 and str(err.value) == "name: vm web9 does not exist"
+    with pytest.raises(ClientError) as err:
+        cli.call("POST", "/api/v1/vms", json={"name": "web3", "image": "nosuch"})
+    assert str(err.value).startswith("image: no image named nosuch")
+    with pytest.raises(ClientError) as err:
+        cli.call("POST", "/api/v1/vms", json={"name": "Web3", "image": "img"})
+    assert err.value.status == 422 and str(err.value).startswith("name: 'Web3' is not a valid")
