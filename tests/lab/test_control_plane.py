@@ -18,7 +18,7 @@ from kumo.lab import control_plane, services
 from kumo.lab import lab as lab_mod
 from kumo.lab.namespaces import STATE_DIR, pids_in_netns
 from kumo.lab.plan import LabPlan
-from tests.lab.conftest import kumo
+from tests.lab.conftest import VMs, heartbeat_after, kumo, last_heartbeat
 
 BOOT = re.compile(r"KUMO-GUEST boot=(\S+) n=(\d+)")
 DISKS = STATE_DIR / "nas1" / "export" / "vms"
@@ -82,55 +82,46 @@ def kill_matching(netns: str, *words: bytes, sig: int = signal.SIGKILL) -> int:
     return n
 
 
-def test_nine_vms_spread_boot_and_run_in_libvirt(plan: LabPlan) -> None:
+def test_nine_vms_spread_boot_and_run_in_libvirt(plan: LabPlan, vms: VMs) -> None:
     for i in range(1, 10):
-        kumo("vm", "create", f"vm{i}", "--image", "testguest", "--vcpus", "1", "--memory", "128")
-    vms = vm_json()
-    hosts = [str(v["host"]) for v in vms]
+        vms.create(f"vm{i}", "--vcpus", "1", wait=False)
+    listed = vm_json()
+    hosts = [str(v["host"]) for v in listed]
     assert sorted(hosts.count(h.name) for h in plan.hosts) == [3, 3, 3]
-    for v in vms:
+    for v in listed:
         boot_id(str(v["name"]))
     # cloud-init seed: each guest took its VM's name as hostname
     log = kumo("vm", "console-log", "vm5", "--bytes", "600").stdout
     assert re.search(r"KUMO-GUEST boot=\S+ n=\d+ host=vm5", log), log
     for h in plan.hosts:
-        assert virsh_names(h.name) == {str(v["name"]) for v in vms if v["host"] == h.name}
+        assert virsh_names(h.name) == {str(v["name"]) for v in listed if v["host"] == h.name}
     assert all(v["state"] == "running" for v in vm_json())
 
 
-def test_stop_start_reboot_delete(plan: LabPlan) -> None:
-    vm = vm_json("vm1")[0]
-    host = str(vm["host"])
-    first = boot_id("vm1")
-    kumo("vm", "stop", "vm1", "--wait")
-    assert "vm1" not in virsh_names(host) and "vm1" in virsh_names(host, all_=True)
-    assert vm_json("vm1")[0]["state"] == "stopped"
-    kumo("vm", "start", "vm1", "--wait")
-    assert "vm1" in virsh_names(host)
-    second = new_boot("vm1", first)
-    kumo("vm", "reboot", "vm1", "--wait")
-    new_boot("vm1", second)
-    assert (DISKS / "vm1.qcow2").exists()
-    kumo("vm", "delete", "vm1", "--wait")
-    assert "vm1" not in virsh_names(host, all_=True)
-    assert not (DISKS / "vm1.qcow2").exists()
-    assert vm_json("vm1") == []
+def test_stop_start_reboot_delete(plan: LabPlan, vms: VMs) -> None:
+    vms.create("life1")
+    host = str(vm_json("life1")[0]["host"])
+    first = boot_id("life1")
+    kumo("vm", "stop", "life1", "--wait")
+    assert "life1" not in virsh_names(host) and "life1" in virsh_names(host, all_=True)
+    assert vm_json("life1")[0]["state"] == "stopped"
+    kumo("vm", "start", "life1", "--wait")
+    assert "life1" in virsh_names(host)
+    second = new_boot("life1", first)
+    kumo("vm", "reboot", "life1", "--wait")
+    third = new_boot("life1", second)
+    kumo("vm", "reboot", "life1", "--force", "--wait")  # a hard reset
+    new_boot("life1", third)
+    assert (DISKS / "life1.qcow2").exists()
+    kumo("vm", "delete", "life1", "--wait")
+    assert "life1" not in virsh_names(host, all_=True)
+    assert not (DISKS / "life1.qcow2").exists()
+    assert vm_json("life1") == []
 
 
-def test_anti_affinity_group_spreads_then_refuses(plan: LabPlan) -> None:
+def test_anti_affinity_group_spreads_then_refuses(plan: LabPlan, vms: VMs) -> None:
     for i in range(1, 4):
-        kumo(
-            "vm",
-            "create",
-            f"aa{i}",
-            "--image",
-            "testguest",
-            "--memory",
-            "128",
-            "--anti-affinity",
-            "grp",
-            "--no-start",
-        )
+        vms.create(f"aa{i}", "--anti-affinity", "grp", "--no-start", wait=False)
     assert len({v["host"] for v in vm_json() if str(v["name"]).startswith("aa")}) == 3
     tasks_before = kumo("task", "list", "-o", "json", "--limit", "1000").stdout
     proc = kumo(
@@ -160,12 +151,14 @@ def test_vm_larger_than_any_host_is_refused(plan: LabPlan) -> None:
     assert kumo("vm", "show", "huge", check=False).returncode != 0
 
 
-def test_bad_input_and_auth(plan: LabPlan) -> None:
+def test_bad_input_and_auth(plan: LabPlan, vms: VMs) -> None:
+    vms.create("dup1", "--no-start", wait=False)
     url = control_plane.api_url(plan) + "/api/v1"
     token = control_plane.TOKEN_FILE.read_text().strip()
     h = {"Authorization": f"Bearer {token}"}
     for body, field in (
         ({"name": "Bad!", "image": "testguest"}, "name"),
+        ({"name": "ok\n", "image": "testguest"}, "name"),
         ({"name": "ok", "image": "testguest", "memory_mib": 0}, "memory_mib"),
         ({"name": "ok", "image": "testguest", "vcpus": -1}, "vcpus"),
         ({"name": "ok", "image": "nosuch"}, "image"),
@@ -174,35 +167,64 @@ def test_bad_input_and_auth(plan: LabPlan) -> None:
     ):
         r = httpx.post(f"{url}/vms", json=body, headers=h)
         assert r.status_code == 422 and field in r.json()["detail"], (body, r.text)
-    r = httpx.post(f"{url}/vms", json={"name": "vm2", "image": "testguest"}, headers=h)
+    r = httpx.post(f"{url}/vms", json={"name": "dup1", "image": "testguest"}, headers=h)
     assert r.status_code == 409 and "already exists" in r.json()["detail"]
     for bad in ({}, {"Authorization": "Bearer wrong"}):
         r = httpx.get(f"{url}/vms", headers=bad)
         assert r.status_code == 401 and r.json() == {"detail": "unauthorized"}
 
 
-def _running_boots() -> dict[str, str]:
-    return {str(v["name"]): boot_id(str(v["name"])) for v in vm_json() if v["state"] == "running"}
+def three_running(vms: VMs, prefix: str) -> dict[str, tuple[str, int]]:
+    """One running VM a host (the lab is empty, so the scheduler spreads them), each with its
+    newest heartbeat."""
+    names = [vms.create(f"{prefix}{i}", wait=False) for i in range(1, 4)]
+    return {n: last_heartbeat(n) for n in names}
 
 
-def test_restarting_server_and_agents_touches_no_vm(plan: LabPlan) -> None:
-    before = _running_boots()
-    assert len(before) >= 8
+def wait_agents_registered_after(plan: LabPlan, t: float, timeout: float = 60) -> None:
+    """Until every host's record was written by an agent started after ``t`` (wall clock)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        hosts = json.loads(kumo("host", "list", "-o", "json").stdout)
+        fresh = {
+            h["name"] for h in hosts if h["state"] == "up" and h["record"]["registered_at"] > t
+        }
+        if fresh >= {h.name for h in plan.hosts}:
+            return
+        assert time.monotonic() < deadline, f"agents not back: {hosts}"
+        time.sleep(0.5)
+
+
+def assert_untouched(before: dict[str, tuple[str, int]]) -> None:
+    """Each VM printed heartbeats well past ``before`` (an agent resync is 5 s) in the boot
+    it had then, and is reported running."""
+    for name, ref in before.items():
+        assert heartbeat_after(name, ref, lines=8) == ref[0], f"{name} was restarted"
+    deadline = time.monotonic() + 60
+    while not all(vm_json(n)[0]["state"] == "running" for n in before):
+        assert time.monotonic() < deadline, vm_json()
+        time.sleep(0.5)
+
+
+def test_restarting_server_and_agents_touches_no_vm(plan: LabPlan, vms: VMs) -> None:
+    before = three_running(vms, "rs")
+    killed_at = time.time()
     assert kill_matching(plan.controller.netns, b"server") >= 1
     for h in plan.hosts:
         assert kill_matching(h.netns, b"agent") == 1
-    time.sleep(1)
     control_plane.start_server(plan)
     domain_type = json.loads(lab_mod.STATE_FILE.read_text())["domain_type"]
     for h in plan.hosts:
         control_plane.start_agent(plan, h, domain_type)
     control_plane.wait_hosts(plan, control_plane.TOKEN_FILE.read_text().strip())
-    time.sleep(6)  # a resync or two
-    assert _running_boots() == before
-    assert all(v["state"] == "running" for v in vm_json() if v["name"] in before)
+    wait_agents_registered_after(plan, killed_at)
+    after = {n: last_heartbeat(n) for n in before}
+    assert all(after[n][0] == before[n][0] for n in before), (before, after)
+    assert_untouched(after)
 
 
-def test_second_replica_takes_over_when_the_leader_dies(plan: LabPlan) -> None:
+def test_second_replica_takes_over_when_the_leader_dies(plan: LabPlan, vms: VMs) -> None:
+    vms.create("rep1", "--no-start", wait=False)
     control_plane.start_server(plan, replica=2)
     base = control_plane.api_url(plan).rsplit(":", 1)[0]
     urls = {1: f"{base}:8080", 2: f"{base}:8081"}
@@ -233,29 +255,54 @@ def test_second_replica_takes_over_when_the_leader_dies(plan: LabPlan) -> None:
     assert took <= 5.5, f"took over after {took:.1f} s"
     token = control_plane.TOKEN_FILE.read_text().strip()
     r = httpx.get(urls[other] + "/api/v1/vms", headers={"Authorization": f"Bearer {token}"})
-    assert r.status_code == 200 and len(r.json()) >= 8
+    assert r.status_code == 200 and "rep1" in {v["name"] for v in r.json()}
     # leave the lab as it was: replica 1 on the default port
     if leader == 1:
         control_plane.start_server(plan, replica=1)
         kill_matching(plan.controller.netns, b"server", b"8081")
+        deadline = time.monotonic() + 30
+        while not control_plane.server_ok(plan):
+            assert time.monotonic() < deadline, "replica 1 did not come back"
+            time.sleep(0.2)
 
 
-def test_etcd_outage_leaves_vms_alone_and_converges(plan: LabPlan) -> None:
-    before = _running_boots()
+def test_etcd_outage_leaves_vms_alone_and_converges(plan: LabPlan, vms: VMs) -> None:
+    before = three_running(vms, "eo")
     url = control_plane.api_url(plan) + "/api/v1/vms"
     h = {"Authorization": f"Bearer {control_plane.TOKEN_FILE.read_text().strip()}"}
     assert kill_matching(plan.controller.netns, b"etcd") == 1
     t0 = time.monotonic()
-    time.sleep(1)
-    r = httpx.get(url, headers=h, timeout=20)
-    assert r.status_code == 503
+    deadline = t0 + 30
+    while (r := httpx.get(url, headers=h, timeout=20)).status_code != 503:
+        assert time.monotonic() < deadline, r.text
+        time.sleep(0.2)
     assert "etcd at http://198.18.1.2:2379 is unreachable" in r.json()["detail"]
     running = {host.name: virsh_names(host.name) for host in plan.hosts}
+    # etcd stays down for 10 s (the fault's length, not a wait for a condition)
     time.sleep(max(0.0, 10 - (time.monotonic() - t0)))
     assert {host.name: virsh_names(host.name) for host in plan.hosts} == running
     services.start_etcd(plan)
     control_plane.wait_hosts(plan, control_plane.TOKEN_FILE.read_text().strip())
     assert httpx.get(url, headers=h, timeout=10).status_code == 200
-    time.sleep(6)
-    assert _running_boots() == before
-    assert all(v["state"] == "running" for v in vm_json() if v["name"] in before)
+    assert_untouched(before)
+
+
+def test_a_dead_hosts_vms_show_unknown_until_it_is_back(plan: LabPlan, vms: VMs) -> None:
+    vms.create("dh1", "--host", "h3")
+    ref = last_heartbeat("dh1")
+    kumo("lab", "fault", "kill-host", "h3")
+    try:
+        deadline = time.monotonic() + 30  # the lease's TTL is 5 s
+        while (vm := vm_json("dh1")[0])["state"] != "unknown":
+            assert time.monotonic() < deadline, vm
+            time.sleep(0.5)
+        assert vm["host"] == "h3" and "host h3 is down" in str(vm["message"]), vm
+        assert "dh1" in kumo("vm", "list").stdout and "unknown" in kumo("vm", "list").stdout
+    finally:
+        kumo("lab", "fault", "heal", "h3")
+    # back on its feet, h3's agent starts the VM again: a new boot, reported running
+    deadline = time.monotonic() + 120
+    while vm_json("dh1")[0]["state"] != "running":
+        assert time.monotonic() < deadline, vm_json("dh1")
+        time.sleep(1)
+    assert heartbeat_after("dh1", ref) != ref[0]
