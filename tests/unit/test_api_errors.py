@@ -97,6 +97,18 @@ def test_a_path_name_breaking_the_rule_is_422_naming_it(api: Api) -> None:
     assert _error(api.client.get("/api/v1/tasks/0123456789ab"), 404)["field"] == "task_id"
 
 
+def test_a_refusal_names_the_object_of_the_path(api: Api) -> None:
+    assert api.client.post("/api/v1/vms/web1/stop", json={"force": True}).status_code == 202
+    r = api.client.post("/api/v1/vms/web1/reboot")
+    assert _error(r, 409) == {
+        "detail": "vm web1 is stopped; start it instead of rebooting it",
+        "field": "name",
+    }
+    r = api.client.post("/api/v1/tasks/0123456789ab/cancel")
+    assert _error(r, 404)["field"] == "task_id"
+    assert _error(api.client.get("/api/v1/nosuch"), 404)["field"] == "url"
+
+
 def test_405_allows_every_method_of_the_path(api: Api) -> None:
     r = api.client.put("/api/v1/vms/web1")
     assert _error(r, 405)["field"] == "method"

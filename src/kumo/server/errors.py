@@ -149,9 +149,14 @@ def install(app: FastAPI) -> None:
     _publish(app)
 
     @app.exception_handler(ApiError)
-    async def api_error(_r: Request, exc: ApiError) -> JSONResponse:
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
-        return _json(ErrorBody(detail=str(exc), field=exc.field), exc.status, **headers)
+        field = exc.field
+        if field is None and len(request.path_params) == 1:
+            # A refusal that names no field is about the object the path names: the VM,
+            # host or task whose state refuses the request.
+            field = next(iter(request.path_params))
+        return _json(ErrorBody(detail=str(exc), field=field), exc.status, **headers)
 
     @app.exception_handler(StoreUnavailable)
     async def store_down(_r: Request, exc: StoreUnavailable) -> JSONResponse:
@@ -181,5 +186,5 @@ def install(app: FastAPI) -> None:
             allowed = _allowed(request)
             detail = f"{request.method} is not allowed here; allowed: {', '.join(allowed)}"
             return _json(ErrorBody(detail=detail, field="method"), 405, Allow=", ".join(allowed))
-        field = "body" if exc.status_code == 400 else None
+        field = {400: "body", 404: "url"}.get(exc.status_code)  # 404: no such route
         return _json(ErrorBody(detail=str(exc.detail), field=field), exc.status_code)
