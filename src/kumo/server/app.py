@@ -44,6 +44,13 @@ from kumo.store import keys
 
 API = "/api/v1"
 TASK_ID_PATTERN = r"^[0-9a-f]{12}$"
+DESCRIPTION = f"""kumo's REST API: VMs, hosts, pools, networks, images, tasks and events.
+
+Every route needs `Authorization: Bearer <token>` (the Authorize button), except `/healthz`,
+this document (`{API}/openapi.json`) and this page (`{API}/docs`). The first server started
+on an empty cluster prints the admin token once.
+
+{errors.STATUS_CODES}"""
 
 
 def _number(text: str) -> int | float:
@@ -113,7 +120,7 @@ def create_app(
     app = FastAPI(
         title="kumo",
         version="0.1.0",
-        description=errors.__doc__ or "",
+        description=DESCRIPTION,
         openapi_url=f"{API}/openapi.json",
         docs_url=None,
         redoc_url=None,

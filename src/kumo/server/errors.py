@@ -1,19 +1,5 @@
-"""Errors the API turns into HTTP answers; each message names the field or object.
-
-Every error answer has one shape (``ErrorBody``: ``detail``, and ``field`` or ``errors``
-naming what is at fault); a 422 (``ValidationErrorBody``) always lists the fields. What the
-codes mean, the same on every route:
-
-- 400: the body could not be read (not UTF-8, not JSON where JSON is expected);
-- 401: no token or a wrong one (nothing more is said);
-- 404: the object named in the path does not exist;
-- 409: a valid request the cluster's current state refuses: a name already taken, a
-  referenced image/pool/network/host that does not exist (yet), no host with room;
-- 422: the request breaks the rules the OpenAPI document states, or a rule between two of
-  its fields that a schema cannot express (stated in the operation's description);
-- 502: an agent (or another component kumo relies on) failed or is unreachable;
-- 503: etcd is unreachable; kumo changed nothing.
-"""
+"""Errors the API turns into HTTP answers; each message names the field or object. What the
+status codes mean is ``STATUS_CODES`` (published in the OpenAPI document's description)."""
 
 from __future__ import annotations
 
@@ -29,6 +15,22 @@ from starlette.routing import Match
 
 from kumo.server.schemas import ErrorBody, ValidationErrorBody
 from kumo.store.base import StoreUnavailable
+
+STATUS_CODES = """Every error answer has one shape (`ErrorBody`: `detail`, and `field` or `errors`
+naming what is at fault); a 422 (`ValidationErrorBody`) lists each field. The codes mean the
+same on every route:
+
+- 400: the body could not be read (not UTF-8, not JSON where JSON is expected);
+- 401: no token or a wrong one (nothing more is said);
+- 404: the object named in the path does not exist;
+- 405: the path takes other methods (the `Allow` header names them);
+- 409: a valid request the cluster's current state refuses: a name already taken, a
+  referenced image/pool/network/host that does not exist (yet), a VM in the wrong state, no
+  host with room;
+- 422: the request breaks the rules this document states, or a rule between two of its
+  fields that a schema cannot express (stated in the operation's description);
+- 502: an agent (or another component kumo relies on) failed or is unreachable;
+- 503: etcd is unreachable; kumo changed nothing."""
 
 
 class ApiError(Exception):
