@@ -157,28 +157,31 @@ def test_bad_input_and_auth(plan: LabPlan, vms: VMs) -> None:
     token = control_plane.TOKEN_FILE.read_text().strip()
     h = {"Authorization": f"Bearer {token}"}
     # 422: the request breaks the published schema; each error names its field
-    for body, field in (
+    invalid: list[tuple[dict[str, object], str]] = [
         ({"name": "Bad!", "image": "testguest"}, "name"),
         ({"name": "ok\n", "image": "testguest"}, "name"),
         ({"name": "ok", "image": "testguest", "memory_mib": 0}, "memory_mib"),
         ({"name": "ok", "image": "testguest", "vcpus": -1}, "vcpus"),
-    ):
+    ]
+    for body, field in invalid:
         r = httpx.post(f"{url}/vms", json=body, headers=h)
         assert r.status_code == 422, (body, r.text)
         assert [e["field"] for e in r.json()["errors"]] == [field], (body, r.text)
     # 409: a valid request the cluster's state refuses; the field is named
-    for body, field in (
+    refused: list[tuple[dict[str, object], str]] = [
         ({"name": "ok", "image": "nosuch"}, "image"),
         ({"name": "ok", "image": "testguest", "networks": ["nosuch"]}, "networks"),
         ({"name": "ok", "image": "testguest", "pool": "nosuch"}, "pool"),
         ({"name": "dup1", "image": "testguest"}, "name"),
-    ):
+    ]
+    for body, field in refused:
         r = httpx.post(f"{url}/vms", json=body, headers=h)
         assert r.status_code == 409 and r.json()["field"] == field, (body, r.text)
     assert "already exists" in r.json()["detail"]
     assert vm_json("ok") == []
-    for bad in ({}, {"Authorization": "Bearer wrong"}):
-        r = httpx.get(f"{url}/vms", headers=bad)
+    no_token: dict[str, str] = {}
+    for wrong in (no_token, {"Authorization": "Bearer wrong"}):
+        r = httpx.get(f"{url}/vms", headers=wrong)
         assert r.status_code == 401 and r.json()["detail"] == "unauthorized", r.text
 
 
