@@ -119,6 +119,47 @@ def test_stop_start_reboot_delete(plan: LabPlan, vms: VMs) -> None:
     assert vm_json("life1") == []
 
 
+def qemu_of(netns: str, vm: str) -> list[int]:
+    """The QEMU process(es) of ``vm`` in a host's namespace."""
+    found = []
+    for pid in pids_in_netns(netns):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(a.startswith(f"guest={vm},".encode()) for a in cmd):
+            found.append(pid)
+    return found
+
+
+def test_a_crashed_guest_is_started_again_and_says_so(plan: LabPlan, vms: VMs) -> None:
+    vms.create("cr1")
+    host = str(vm_json("cr1")[0]["host"])
+    ref = last_heartbeat("cr1")
+    [pid] = qemu_of(plan.host(host).netns, "cr1")
+    os.kill(pid, signal.SIGKILL)  # QEMU dies under the guest
+    assert heartbeat_after("cr1", ref) != ref[0]  # booted again
+    events = json.loads(kumo("events", "--object", "vm/cr1", "--limit", "50", "-o", "json").stdout)
+    assert any("the guest crashed" in e["message"] for e in events), events
+    assert vm_json("cr1")[0]["state"] == "running"
+
+
+def test_guests_get_the_clusters_cpu_baseline(plan: LabPlan, vms: VMs) -> None:
+    hosts = json.loads(kumo("host", "list", "-o", "json").stdout)
+    models = {h["record"]["cpu"]["model"] for h in hosts}
+    assert len(models) == 1 and all(h["record"]["cpu"]["features"] for h in hosts), hosts
+    vms.create("cpu1", "--no-start", wait=False)
+    spec = json.loads(kumo("vm", "show", "cpu1", "-o", "json").stdout)["spec"]
+    assert spec["cpu"]["model"] in models, spec
+    host = str(vm_json("cpu1")[0]["host"])
+    deadline = time.monotonic() + 60  # the agent defines the domain
+    while "cpu1" not in virsh_names(host, all_=True):
+        assert time.monotonic() < deadline, vm_json("cpu1")
+        time.sleep(0.5)
+    xml = kumo("lab", "exec", host, "--", "virsh", "dumpxml", "cpu1").stdout
+    assert f"<model fallback='forbid'>{spec['cpu']['model']}</model>" in xml, xml
+
+
 def test_anti_affinity_group_spreads_then_refuses(plan: LabPlan, vms: VMs) -> None:
     for i in range(1, 4):
         vms.create(f"aa{i}", "--anti-affinity", "grp", "--no-start", wait=False)

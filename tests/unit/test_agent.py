@@ -237,6 +237,9 @@ def test_a_crashed_guest_is_restarted() -> None:
     assert w.states() == [DomainState.RUNNING] and w.hv.boots("web1") == boots + 1
     assert w.status().state == VMState.RUNNING
     assert len(w.events("start")) == starts + 1
+    assert [e.message for e in w.events("notice")] == [
+        "the guest crashed (its QEMU ended unexpectedly): started again"
+    ]
 
 
 def test_a_guest_that_crashes_while_stopping_is_reported_crashed() -> None:

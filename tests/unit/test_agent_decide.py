@@ -159,3 +159,10 @@ def test_report_defining_and_deleting() -> None:
     assert report(spec(), None, stop_pending=False) == VMState.DEFINING
     assert report(spec(deleting=True), dom(DomainState.RUNNING), False) == VMState.DELETING
     assert report(spec(deleting=True), None, False) == VMState.DELETING
+
+
+def test_a_restart_after_a_crash_says_why() -> None:
+    assert decide(spec(), seen(DomainState.CRASHED), NOW).message == (
+        "the guest crashed (its QEMU ended unexpectedly): started again"
+    )
+    assert decide(spec(), seen(DomainState.SHUTOFF), NOW).message == ""

@@ -331,6 +331,8 @@ class Agent:
                 self._forget(spec, rev)
                 return
             self._act(action, spec, pool)
+        if decision.message and decision.actions:
+            self.store.commit([], [event_op(self.actor, f"vm/{name}", "notice", decision.message)])
         if spec.power == Power.RUNNING:
             self.mem.stop_since.pop(name, None)
         after = next((d for d in self.hv.domains() if d.name == name), None)

@@ -69,6 +69,10 @@ def decide(spec: VMSpec, seen: Observed, now: float) -> Decision:
     if spec.power == Power.RUNNING:
         if state in (DomainState.SHUTOFF, DomainState.CRASHED):
             acts.append(Action.START)
+            if state == DomainState.CRASHED:
+                return Decision(
+                    tuple(acts), "the guest crashed (its QEMU ended unexpectedly): started again"
+                )
         elif state == DomainState.RUNNING and spec.reboot_generation > seen.reboot_done:
             acts.append(Action.RESET if spec.reboot_mode == "reset" else Action.REBOOT)
         return Decision(tuple(acts))

@@ -31,6 +31,15 @@ from kumo.model.migration import Strategy
 
 log = logging.getLogger("kumo.hypervisor")
 
+
+def _state(state: int, reason: int) -> DomainState:
+    # QEMU that dies unexpectedly leaves the domain shut off with reason "crashed" (libvirt
+    # reports VIR_DOMAIN_CRASHED itself only for a guest panic with on_crash=preserve).
+    if state == libvirt.VIR_DOMAIN_SHUTOFF and reason == libvirt.VIR_DOMAIN_SHUTOFF_CRASHED:
+        return DomainState.CRASHED
+    return _STATES.get(state, DomainState.OTHER)
+
+
 _STATES = {
     libvirt.VIR_DOMAIN_RUNNING: DomainState.RUNNING,
     libvirt.VIR_DOMAIN_BLOCKED: DomainState.RUNNING,
@@ -349,12 +358,12 @@ class LibvirtHypervisor:
             doms = self._conn.listAllDomains()
             out = []
             for d in doms:
-                state, _ = d.state()
+                state, reason = d.state()
                 out.append(
                     Domain(
                         name=d.name(),
                         uuid=d.UUIDString(),
-                        state=_STATES.get(state, DomainState.OTHER),
+                        state=_state(state, reason),
                         kumo_vm=owned_by_kumo(d.XMLDesc(0)),
                     )
                 )
