@@ -1,10 +1,14 @@
-"""The default guest CPU (ADR 0007): the baseline of the up hosts' CPUs, computed by an agent
-through its libvirtd, fixed in a VM's spec at creation, written into its domain XML, and
-enforced by the scheduler's cpu-model filter for every later move."""
+"""The default guest CPU (ADR 0007): the baseline of the registered hosts' CPUs, one per
+domain type, computed by an agent through its libvirtd, fixed in a VM's spec at creation,
+written into its domain XML, and enforced by the scheduler's cpu-model filter for every
+later move."""
 
 from __future__ import annotations
 
+import logging
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from typing import Literal
 
 import libvirt
 import pytest
@@ -14,7 +18,9 @@ from kumo.hypervisor.domain import CPUConfig, DiskConfig, DomainConfig, domain_x
 from kumo.hypervisor.fake import FakeHypervisor
 from kumo.hypervisor.libvirt_hv import LibvirtHypervisor, cpu_xml, host_model
 from kumo.model.cpu import CLUSTER_DEFAULT, ClusterCPU, CPUDef
+from kumo.model.host import HostRecord
 from kumo.model.vm import Migration, VMSpec
+from kumo.scheduler.cpu import default_baseline
 from kumo.scheduler.placement import Chosen, Demand, HostView, NoValidHost, place
 from kumo.server.errors import Conflict
 from kumo.server.schemas import VMCreate
@@ -23,8 +29,9 @@ from kumo.sim.cluster import define_basics, vm_spec
 from kumo.storage.pool_identity import FakePoolIds
 from kumo.storage.volumes import FakeVolumes
 from kumo.store import keys
+from kumo.store.base import Delete
 from kumo.store.memory import MemoryStore
-from kumo.store.records import load
+from kumo.store.records import load, put
 from tests.unit.test_domain_xml import check_golden
 
 # The shape of libvirt 9's domain capabilities under TCG (QEMU 7.2): host-model is what QEMU
@@ -135,9 +142,11 @@ def test_libvirt_accepts_the_cpu_element() -> None:
 def test_libvirt_without_domain_capabilities_reports_no_cpu() -> None:
     hv = LibvirtHypervisor("test:///default", host="test")
     try:
-        assert hv.facts().host_cpu is None  # the test driver has no domain capabilities
+        facts = hv.facts()
     finally:
         hv.close()
+    assert facts.host_cpu is None  # the test driver has no domain capabilities
+    assert facts.cpu_error.startswith("libvirt on test: domain capabilities: ")  # and says so
 
 
 # -- the cluster: agents on fakes, the service, the scheduler --------------------------
@@ -157,11 +166,11 @@ class Cluster:
         for h, cpu in cpus.items():
             self.add(h, cpu)
 
-    def add(self, h: str, cpu: CPUDef | None) -> None:
+    def add(self, h: str, cpu: CPUDef | None, dtype: Literal["kvm", "qemu"] = "qemu") -> None:
         self.hv[h] = FakeHypervisor(h)
         self.hv[h].host_cpu = cpu
         self.agents[h] = Agent(
-            AgentConfig(h, "198.18.1.1", "qemu", threaded=False),
+            AgentConfig(h, "198.18.1.1", dtype, threaded=False),
             self.store,
             self.hv[h],
             FakeVolumes(),
@@ -170,9 +179,14 @@ class Cluster:
         )
         self.agents[h].register()
 
-    def baseline(self) -> ClusterCPU | None:
-        found = load(self.store, ClusterCPU, keys.CLUSTER_CPU)
+    def baseline(self, dtype: str = "qemu") -> ClusterCPU | None:
+        found = load(self.store, ClusterCPU, keys.CLUSTER_CPU + dtype)
         return found[0] if found else None
+
+    def record(self, h: str) -> HostRecord:
+        found = load(self.store, HostRecord, keys.HOSTS + h)
+        assert found is not None
+        return found[0]
 
     def create(self, name: str, **kw: object) -> VMSpec:
         self.svc.create_vm(VMCreate.model_validate({"name": name, "image": "img", **kw}), "t")
@@ -186,7 +200,7 @@ class Cluster:
         return next(hv._doms[name].config.cpu for hv in self.hv.values() if name in hv._doms)
 
 
-def test_a_vm_without_a_model_gets_the_baseline_of_the_up_hosts() -> None:
+def test_a_vm_without_a_model_gets_the_baseline_of_the_hosts() -> None:
     c = Cluster({"h1": NEW, "h2": OLD})
     base = c.baseline()
     assert base is not None and base.hosts == ("h1", "h2")
@@ -230,15 +244,118 @@ def test_no_host_cpu_known_means_host_model() -> None:
     assert spec.cpu is None and c.domain_cpu("web1") == CPUConfig()
 
 
-def test_the_baseline_follows_the_up_hosts_and_only_changes_with_them() -> None:
+def test_a_host_whose_lease_lapsed_stays_in_the_baseline() -> None:
     c = Cluster({"h1": NEW, "h2": OLD})
-    rev = c.store.get(keys.CLUSTER_CPU)
+    rev = c.store.get(keys.CLUSTER_CPU + "qemu")
     c.agents["h1"].refresh_host()
-    assert c.store.get(keys.CLUSTER_CPU) == rev  # same hosts, same CPUs: not recomputed
-    c.store.revoke(c.agents["h2"].lease)  # h2 goes down
+    assert c.store.get(keys.CLUSTER_CPU + "qemu") == rev  # same hosts, same CPUs: not recomputed
+    c.store.revoke(c.agents["h2"].lease)  # h2 is away for a moment; its record persists
+    c.agents["h1"].refresh_host()
+    assert c.store.get(keys.CLUSTER_CPU + "qemu") == rev
+    spec = c.create("web1", host="h1")
+    assert spec.cpu is not None and "avx2" not in spec.cpu.features  # h2 runs it when back
+
+
+def test_a_removed_host_leaves_the_baseline() -> None:
+    c = Cluster({"h1": NEW, "h2": OLD})
+    c.store.commit([], [Delete(keys.HOSTS + "h2")])
     c.agents["h1"].refresh_host()
     base = c.baseline()
     assert base is not None and base.hosts == ("h1",) and "avx2" in base.cpu.features
+
+
+def racing(c: Cluster, h: str, monkeypatch: pytest.MonkeyPatch, times: int) -> list[int]:
+    """Make another agent write the baseline it computed from older records while ``h``
+    computes its own, ``times`` times; the list counts ``h``'s computations."""
+    key, computed = keys.CLUSTER_CPU + "qemu", []
+    old = c.baseline()
+    assert old is not None
+    real = c.hv[h].baseline_cpu
+
+    def baseline_cpu(cpus: Sequence[CPUDef]) -> CPUDef:
+        computed.append(1)
+        if len(computed) <= times:
+            c.store.commit([], [put(key, old)])
+        return real(cpus)
+
+    monkeypatch.setattr(c.hv[h], "baseline_cpu", baseline_cpu)
+    return computed
+
+
+def test_a_lost_compare_and_swap_is_tried_again_while_the_baseline_is_stale(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    c = Cluster({"h1": NEW, "h2": OLD})
+    c.store.commit([], [Delete(keys.HOSTS + "h2")])
+    computed = racing(c, "h1", monkeypatch, times=1)
+    c.agents["h1"].refresh_host()
+    base = c.baseline()
+    assert base is not None and base.hosts == ("h1",) and len(computed) == 2
+
+
+def test_the_tries_are_bounded(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    c = Cluster({"h1": NEW, "h2": OLD})
+    c.store.commit([], [Delete(keys.HOSTS + "h2")])
+    computed = racing(c, "h1", monkeypatch, times=100)
+    with caplog.at_level(logging.WARNING, logger="kumo.agent"):
+        c.agents["h1"].refresh_host()
+    assert len(computed) == 3 and "3 compare-and-swaps lost" in caplog.text
+    base = c.baseline()
+    assert base is not None and base.hosts == ("h1", "h2")  # the other's; the next pass fixes it
+
+
+def test_each_domain_type_has_its_own_baseline() -> None:
+    c = Cluster({"h1": NEW, "h2": NEW})
+    c.add("k1", OLD, "kvm")
+    qemu, kvm = c.baseline("qemu"), c.baseline("kvm")
+    assert qemu is not None and qemu.hosts == ("h1", "h2") and qemu.cpu.model == "New"
+    assert kvm is not None and kvm.hosts == ("k1",) and kvm.cpu.model == "Old"
+    assert c.create("web1").cpu == qemu.cpu  # the type most hosts have
+    assert c.create("web2", host="k1").cpu == kvm.cpu  # the type of the host it names
+
+
+def test_the_default_type_is_that_of_most_hosts_with_a_cpu_kvm_on_a_tie() -> None:
+    def rec(name: str, dtype: Literal["kvm", "qemu"], cpu: CPUDef | None) -> HostRecord:
+        return HostRecord(
+            name=name,
+            address="a",
+            cpus=1,
+            memory_mib=1,
+            libvirt_version="9",
+            qemu_version="7",
+            domain_type=dtype,
+            cpu=cpu,
+            agent_port=1,
+            registered_at=0,
+        )
+
+    bases = {
+        t: ClusterCPU(domain_type=t, cpu=OLD, hosts=(), inputs="", computed_by="x", at=0)
+        for t in ("kvm", "qemu")
+    }
+    hosts = {"k": rec("k", "kvm", OLD), "q": rec("q", "qemu", OLD)}
+    assert default_baseline(bases, hosts, None) == bases["kvm"]
+    hosts |= {"q2": rec("q2", "qemu", OLD), "k2": rec("k2", "kvm", None)}
+    assert default_baseline(bases, hosts, None) == bases["qemu"]
+    assert default_baseline(bases, hosts, "k2") == bases["kvm"]
+    assert default_baseline(bases, {"k2": hosts["k2"]}, None) is None  # no CPU known
+
+
+def test_a_libvirt_failure_at_registration_keeps_the_recorded_cpu(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    c = Cluster({"h1": NEW, "h2": OLD})
+    hv = c.hv["h2"]
+    hv.host_cpu, hv.cpu_models = None, ()
+    hv.cpu_error = "libvirt on h2: domain capabilities: internal error: QEMU probe timed out"
+    with caplog.at_level(logging.WARNING, logger="kumo.agent"):
+        c.agents["h2"].register()  # as after a lost lease
+    assert c.record("h2").cpu == OLD and c.record("h2").cpu_models == ("qemu64", "Nehalem")
+    assert "host h2: CPU not read (libvirt on h2: domain capabilities: internal" in caplog.text
+    base = c.baseline()
+    assert base is not None and base.hosts == ("h1", "h2")
 
 
 # -- the filter itself -------------------------------------------------------------------

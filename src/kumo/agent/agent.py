@@ -28,12 +28,13 @@ from kumo.agent.migrator import Migrator
 from kumo.hypervisor.base import (
     Domain,
     DomainState,
+    HostFacts,
     Hypervisor,
     HypervisorError,
 )
 from kumo.hypervisor.domain import CPUConfig, DiskConfig, DomainConfig, NicConfig
 from kumo.model.activity import TaskState
-from kumo.model.cpu import CLUSTER_DEFAULT, ClusterCPU
+from kumo.model.cpu import CLUSTER_DEFAULT, ClusterCPU, CPUDef
 from kumo.model.host import HostRecord, Image, Network, Pool
 from kumo.model.vm import Migration, Placement, Power, VMSpec, VMState, VMStatus
 from kumo.provision.cloudinit import nocloud
@@ -104,6 +105,7 @@ class Agent:
         facts = self.hv.facts()
         lease = self.store.grant(self.config.lease_ttl)
         existing = load(self.store, HostRecord, keys.HOSTS + self.config.host)
+        cpu, cpu_models = self._cpu_facts(facts, existing[0] if existing else None)
         record = HostRecord(
             name=self.config.host,
             address=self.config.address,
@@ -112,8 +114,8 @@ class Agent:
             libvirt_version=facts.libvirt_version,
             qemu_version=facts.qemu_version,
             domain_type=self.config.domain_type,
-            cpu_models=facts.cpu_models,
-            cpu=facts.host_cpu,
+            cpu_models=cpu_models,
+            cpu=cpu,
             postcopy=facts.postcopy and self.config.domain_type == "kvm",
             page_encoding=self.config.domain_type == "kvm",
             pools=self._reachable_pools(),
@@ -138,6 +140,23 @@ class Agent:
         )
         self.lease = lease
         self._update_cluster_cpu()
+
+    def _cpu_facts(
+        self, facts: HostFacts, existing: HostRecord | None
+    ) -> tuple[CPUDef | None, tuple[str, ...]]:
+        """The CPU and CPU models for the host record. When libvirt could not read them (a
+        transient failure), those recorded before stay: erasing them would drop this host
+        from the cluster's baseline, and VMs created then might never run here."""
+        if facts.host_cpu is not None:
+            return facts.host_cpu, facts.cpu_models
+        kept = existing.cpu if existing else None
+        log.warning(
+            "host %s: CPU not read (%s); %s",
+            self.config.host,
+            facts.cpu_error or "libvirt gave none",
+            f"keeping the CPU recorded before ({kept.model})" if kept else "CPU unknown",
+        )
+        return kept, facts.cpu_models or (existing.cpu_models if existing else ())
 
     def keepalive(self) -> None:
         try:
@@ -208,42 +227,53 @@ class Agent:
             )
         self._update_cluster_cpu()
 
-    def _update_cluster_cpu(self) -> None:
-        """Compute the cluster's default guest CPU again when the up hosts or their CPUs
-        changed: libvirt's baseline, through this host's libvirtd (ADR 0007)."""
-        hosts = {n: r for n, (r, _) in load_all(self.store, HostRecord, keys.HOSTS).items()}
-        alive = {e.key[len(keys.ALIVE) :] for e in self.store.range(keys.ALIVE)}
-        inputs = baseline_inputs(hosts, alive)
-        current = load(self.store, ClusterCPU, keys.CLUSTER_CPU)
-        if not stale(current[0] if current else None, inputs):
-            return
-        try:
-            cpu = self.hv.baseline_cpu([c for _, c in inputs])
-        except HypervisorError as exc:
-            log.warning("cluster CPU baseline not updated: %s", exc)
-            return
-        names = tuple(n for n, _ in inputs)
-        record = ClusterCPU(
-            cpu=cpu,
-            hosts=names,
-            inputs=digest(inputs),
-            computed_by=self.config.host,
-            at=self.clock(),
+    def _update_cluster_cpu(self, attempts: int = 3) -> None:
+        """Compute the default guest CPU of this host's domain type again when the
+        registered hosts of that type or their CPUs changed: libvirt's baseline, through
+        this host's libvirtd (ADR 0007). Another agent may write first: then read again
+        and, if what it wrote is stale too, compute again (``attempts`` times at most)."""
+        dtype = self.config.domain_type
+        key = keys.CLUSTER_CPU + dtype
+        for _ in range(attempts):
+            hosts = {n: r for n, (r, _) in load_all(self.store, HostRecord, keys.HOSTS).items()}
+            inputs = baseline_inputs(hosts, dtype)
+            current = load(self.store, ClusterCPU, key)
+            if not stale(current[0] if current else None, inputs):
+                return
+            try:
+                cpu = self.hv.baseline_cpu([c for _, c in inputs])
+            except HypervisorError as exc:
+                log.warning(
+                    "host %s: %s cluster CPU baseline not updated: %s", self.config.host, dtype, exc
+                )
+                return
+            record = ClusterCPU(
+                domain_type=dtype,
+                cpu=cpu,
+                hosts=tuple(n for n, _ in inputs),
+                inputs=digest(inputs),
+                computed_by=self.config.host,
+                at=self.clock(),
+            )
+            if self._write_baseline(key, current[1] if current else 0, record):
+                return
+        log.warning(
+            "host %s: %s cluster CPU baseline not written: %d compare-and-swaps lost; "
+            "the next refresh tries again",
+            self.config.host,
+            dtype,
+            attempts,
         )
-        self.store.commit(
-            [Compare(keys.CLUSTER_CPU, current[1] if current else 0)],  # lost: someone newer
-            [
-                put(keys.CLUSTER_CPU, record),
-                event_op(
-                    self.actor,
-                    "cluster/cpu",
-                    "baseline",
-                    f"default guest CPU for new VMs: {cpu.model}, {len(cpu.require)} features "
-                    f"added, {len(cpu.disable)} removed; runs on {', '.join(names)}",
-                    self.clock(),
-                ),
-            ],
+
+    def _write_baseline(self, key: str, rev: int, record: ClusterCPU) -> bool:
+        """Write ``record`` if ``key`` is still at ``rev``, with an event; False if not."""
+        cpu, names = record.cpu, ", ".join(record.hosts)
+        message = (
+            f"default guest CPU for new VMs ({record.domain_type}): {cpu.model}, "
+            f"{len(cpu.require)} features added, {len(cpu.disable)} removed; runs on {names}"
         )
+        event = event_op(self.actor, "cluster/cpu", "baseline", message, self.clock())
+        return self.store.commit([Compare(key, rev)], [put(key, record), event]) is not None
 
     # -- a VM arriving with its host-local disk --------------------------------------
     def incoming(self, method: str, vm: str) -> tuple[int, str]:

@@ -45,6 +45,7 @@ class HostFacts:
     postcopy: bool = False  # QEMU can use userfaultfd here (post-copy migration)
     cpu_models: tuple[str, ...] = ()  # guest CPU models usable here; () = not known
     host_cpu: CPUDef | None = None  # libvirt's host-model CPU, features expanded; None: unknown
+    cpu_error: str = ""  # why host_cpu is None: libvirt's error
 
 
 @dataclass(frozen=True)

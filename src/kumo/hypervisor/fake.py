@@ -49,6 +49,7 @@ class FakeHypervisor:
         self.up = True
         self.cpu_models: tuple[str, ...] = ("qemu64", "Nehalem")
         self.host_cpu: CPUDef | None = FAKE_CPU
+        self.cpu_error = ""  # reported with host_cpu None, as libvirt's error
         self.migration_steps = 4  # progress reports before the switch-over
         self.dirty_mib_s: float | None = 0.0  # what dirty_rate() reports
         self.strategies: list[Strategy] = []  # what migrate() was asked to do, in order
@@ -88,6 +89,7 @@ class FakeHypervisor:
             postcopy=False,
             cpu_models=self.cpu_models,
             host_cpu=self.host_cpu,
+            cpu_error=self.cpu_error,
         )
 
     def baseline_cpu(self, cpus: Sequence[CPUDef]) -> CPUDef:

@@ -269,7 +269,7 @@ class LibvirtHypervisor:
     def facts(self) -> HostFacts:
         try:
             _model, memory_mib, cpus, *_ = self._conn.getInfo()
-            caps = self._domain_caps()
+            caps, caps_error = self._domain_caps()
             # getInfo's memory comes from the NUMA cells' view, which some virtual machines
             # (this project's among them) report far too small; the kernel's total is right.
             memory_mib = self._kernel_memory_mib() or memory_mib
@@ -278,6 +278,7 @@ class LibvirtHypervisor:
             hostname = self._conn.getHostname()
         except libvirt.libvirtError as exc:
             raise self._err("host facts", exc) from exc
+        host_cpu, cpu_error = self._host_cpu(caps) if caps else (None, caps_error)
         return HostFacts(
             hostname,
             int(cpus),
@@ -286,16 +287,18 @@ class LibvirtHypervisor:
             _version(qemu),
             postcopy=_userfaultfd(),
             cpu_models=self._cpu_models(caps) if caps else (),
-            host_cpu=self._host_cpu(caps) if caps else None,
+            host_cpu=host_cpu,
+            cpu_error=cpu_error,
         )
 
-    def _domain_caps(self) -> str | None:
-        """libvirt's domain capabilities for the accelerator in use; None when it has none
-        (drivers without them, as test:///default)."""
+    def _domain_caps(self) -> tuple[str | None, str]:
+        """libvirt's domain capabilities for the accelerator in use; else None and libvirt's
+        error (drivers without them, as test:///default, or a libvirtd that failed)."""
         try:
-            return str(self._conn.getDomainCapabilities(None, None, None, self.domain_type, 0))
-        except libvirt.libvirtError:
-            return None
+            caps = self._conn.getDomainCapabilities(None, None, None, self.domain_type, 0)
+        except libvirt.libvirtError as exc:
+            return None, str(self._err("domain capabilities", exc))
+        return str(caps), ""
 
     @staticmethod
     def _cpu_models(caps: str) -> tuple[str, ...]:
@@ -304,18 +307,17 @@ class LibvirtHypervisor:
         models = root.findall("./cpu/mode[@name='custom']/model[@usable='yes']")
         return tuple(sorted({m.text for m in models if m.text}))
 
-    def _host_cpu(self, caps: str) -> CPUDef | None:
-        """The host-model CPU with its (migratable) features expanded; None when libvirt
-        cannot give both."""
+    def _host_cpu(self, caps: str) -> tuple[CPUDef | None, str]:
+        """The host-model CPU with its (migratable) features expanded; else None and why
+        (the agent logs it)."""
         cpu = host_model(caps)
         if cpu is None:
-            return None
+            return None, f"libvirt on {self.host}: the domain capabilities offer no host-model CPU"
         try:
             expanded = self.baseline_cpu([cpu])
         except HypervisorError as exc:
-            log.warning("host %s: CPU features unknown: %s", self.host, exc)
-            return None
-        return cpu.model_copy(update={"features": expanded.features})
+            return None, str(exc)
+        return cpu.model_copy(update={"features": expanded.features}), ""
 
     def baseline_cpu(self, cpus: Sequence[CPUDef]) -> CPUDef:
         if not cpus or len({c.arch for c in cpus}) != 1:

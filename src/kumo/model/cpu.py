@@ -1,7 +1,9 @@
 """Guest CPUs (ADR 0007): what each host's hypervisor can provide, and the cluster's default
-for guests, libvirt's baseline of the up hosts' CPUs."""
+for guests, libvirt's baseline of the registered hosts' CPUs, one per domain type."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import Field
 
@@ -25,11 +27,13 @@ class CPUDef(Frozen):
 
 
 class ClusterCPU(Frozen):
-    """The guest CPU every up host can run: libvirt's baseline (migratable features) of their
-    host-model CPUs, computed by the agent of one of them through its libvirtd."""
+    """The guest CPU every registered host of one domain type can run: libvirt's baseline
+    (migratable features) of their host-model CPUs, computed by the agent of one of them
+    through its libvirtd. Whether a host is up does not matter: its record persists."""
 
+    domain_type: Literal["kvm", "qemu"]
     cpu: CPUDef
-    hosts: tuple[Name, ...]  # the up hosts whose CPUs it was computed from
+    hosts: tuple[Name, ...]  # the hosts of that type whose CPUs it was computed from
     inputs: str  # digest of those hosts' CPUs: recomputed only when it changes
     computed_by: Name
     at: float

@@ -93,7 +93,8 @@ class VMCreate(Body):
         pattern=CPU_MODEL_PATTERN,
         description=(
             "the guest's CPU model; it runs only on hosts that can provide it. "
-            f"{CLUSTER_DEFAULT!r}: the baseline of the up hosts' CPUs, fixed at creation"
+            f"{CLUSTER_DEFAULT!r}: the baseline of the registered hosts' CPUs (those of the "
+            "named host's domain type, else of most hosts' type), fixed at creation"
         ),
     )
     memory_mib: int = Field(default=512, ge=16, le=4 * 1024 * 1024)

@@ -35,7 +35,7 @@ from kumo.model.vm import (
     VMState,
     VMStatus,
 )
-from kumo.scheduler.cpu import vm_cpu
+from kumo.scheduler.cpu import default_baseline, vm_cpu
 from kumo.scheduler.demand import demand
 from kumo.scheduler.placement import Chosen, HostUsage, Placed, Policy, place, usage_of
 from kumo.scheduler.placement import HostView as SchedHost
@@ -313,7 +313,7 @@ class ClusterService:
             boot=tuple(req.boot),
             ssh_keys=tuple(req.ssh_keys),
             cpu_model=req.cpu_model,
-            cpu=vm_cpu(req.cpu_model, self._cluster_cpu()),
+            cpu=vm_cpu(req.cpu_model, self._cluster_cpu(req.host)),
             runcmd=tuple(req.runcmd),
             placement=PlacementRules(
                 host=req.host, affinity=req.affinity, anti_affinity=req.anti_affinity
@@ -334,10 +334,12 @@ class ClusterService:
         # The scheduler chose a live host.
         return self._view(spec, Placement(host=host, at=self.clock()), None, True), task
 
-    def _cluster_cpu(self) -> ClusterCPU | None:
-        """The default guest CPU the agents computed (ADR 0007), if any."""
-        entry = self.view.get(keys.CLUSTER_CPU)
-        return decode(ClusterCPU, entry) if entry else None
+    def _cluster_cpu(self, host: str | None) -> ClusterCPU | None:
+        """The default guest CPU the agents computed (ADR 0007) for the domain type of
+        ``host``, or of most hosts; None if none."""
+        baselines = {t: c for t, (c, _) in self.view.models(ClusterCPU, keys.CLUSTER_CPU).items()}
+        hosts = {n: r for n, (r, _) in self.view.models(HostRecord, keys.HOSTS).items()}
+        return default_baseline(baselines, hosts, host)
 
     def _exists(self, name: str) -> None:
         if self.view.get(keys.VMS + name) is not None:

@@ -16,7 +16,8 @@
 /kumo/leader              {"id": ...}           the leading server, bound to its lease
 /kumo/sched-epoch         counter               every placement; serialises capacity checks
 /kumo/config/migration    MigrationSettings     API (`kumo migration-policy set`)
-/kumo/config/cluster-cpu  ClusterCPU            an agent: baseline of the up hosts' CPUs (ADR 0007)
+/kumo/config/cluster-cpu/<kvm|qemu>  ClusterCPU  an agent of that domain type: baseline of the
+                                                 CPUs of every registered host of it (ADR 0007)
 /kumo/agent-secret        secret                server at bootstrap; agents and servers present it
 """
 
@@ -41,5 +42,5 @@ TOKENS = ROOT + "tokens/"
 LEADER = ROOT + "leader"
 SCHED_EPOCH = ROOT + "sched-epoch"
 MIGRATION_SETTINGS = ROOT + "config/migration"
-CLUSTER_CPU = ROOT + "config/cluster-cpu"
+CLUSTER_CPU = ROOT + "config/cluster-cpu/"
 AGENT_SECRET = ROOT + "agent-secret"
