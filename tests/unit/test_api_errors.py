@@ -12,7 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from kumo.cli.client import Client, ClientError, Settings
-from kumo.model.vm import Power
+from kumo.model.migration import MigrationOverride, MigrationPolicy, MigrationSettings
+from kumo.model.vm import Power, VMState
 from kumo.server.app import create_app
 from kumo.server.auth import bootstrap
 from kumo.server.schemas import ErrorBody, ValidationErrorBody, VMCreate
@@ -20,6 +21,7 @@ from kumo.server.service import ClusterService
 from kumo.sim.cluster import define_basics, register_hosts, sim_host
 from kumo.store.base import Entry, StoreUnavailable
 from kumo.store.memory import MemoryStore
+from tests.unit.test_migration import Cluster
 
 Agent = Callable[[httpx.Request], httpx.Response]
 
@@ -60,11 +62,38 @@ def test_a_missing_body_is_named_body(api: Api) -> None:
     assert _fields(api.client.put("/api/v1/migration-policy")) == ["body"]
 
 
-def test_a_body_that_is_not_json_is_named_body(api: Api) -> None:
-    headers = {"Content-Type": "application/json"}
-    assert _fields(api.client.post("/api/v1/pools", content=b"{bad", headers=headers)) == ["body"]
-    r = api.client.post("/api/v1/pools", content=b"\xff\xfe{", headers=headers)
+@pytest.mark.parametrize(
+    ("path", "body", "says"),
+    [
+        ("/api/v1/pools", b"{bad", "body: not JSON: Expecting property name"),
+        ("/api/v1/pools", b"[1,", "body: not JSON: Expecting value at character 3"),
+        ("/api/v1/vms/web1/stop", b"{", "body: not JSON"),  # an optional body too
+        ("/api/v1/pools", b"\xff\xfe{", "body: not UTF-8"),
+        ("/api/v1/pools", b'{"name": "\xe9"}', "body: not UTF-8: invalid continuation byte"),
+        ("/api/v1/pools", '{"name": "p2", "path": "/p"}'.encode("utf-16"), "body: not UTF-8"),
+    ],
+)
+def test_a_body_that_cannot_be_read_is_400_naming_body(
+    api: Api, path: str, body: bytes, says: str
+) -> None:
+    """What the document's description says: 400 when the body is not UTF-8 or not JSON
+    (a missing body breaks the schema: 422, above)."""
+    r = api.client.post(path, content=body, headers={"Content-Type": "application/json"})
     assert _error(r, 400)["field"] == "body"
+    assert r.json()["detail"].startswith(says)
+
+
+def test_400_is_declared_where_a_route_takes_a_body(api: Api) -> None:
+    doc = api.client.get("/api/v1/openapi.json").json()
+    assert "- 400: the body could not be read: not UTF-8, or not JSON" in doc["info"]["description"]
+    declared = {
+        (method, path): ("requestBody" in op, "400" in op["responses"])
+        for path, ops in doc["paths"].items()
+        for method, op in ops.items()
+    }
+    assert {k for k, (body, bad) in declared.items() if body != bad} == set()
+    assert declared[("delete", "/api/v1/vms/{name}")] == (False, False)
+    assert declared[("post", "/api/v1/vms/{name}/stop")] == (True, True)
 
 
 def test_a_field_called_path_keeps_its_name(api: Api) -> None:
@@ -208,3 +237,75 @@ def test_the_cli_shows_the_field_the_server_names(api: Api) -> None:
     with pytest.raises(ClientError) as err:
         cli.call("POST", "/api/v1/vms", json={"name": "Web3", "image": "img"})
     assert err.value.status == 422 and str(err.value).startswith("name: 'Web3' is not a valid")
+
+
+def test_a_policy_that_breaks_the_downtime_rule_alone_is_422_naming_the_field(api: Api) -> None:
+    """Wrong whatever the cluster holds: 422, on every route that takes a policy, before the
+    VM's state is looked at (web1 is not running, so a migration would be a 409)."""
+    bad = {"downtime_ms": 500, "max_downtime_ms": 100}
+    assert _fields(api.client.put("/api/v1/vms/web1/migration-policy", json=bad)) == [
+        "max_downtime_ms"
+    ]
+    r = api.client.post("/api/v1/vms/web1/migrate", json={"policy": bad})
+    assert _fields(r) == ["policy.max_downtime_ms"]
+    r = api.client.put("/api/v1/migration-policy", json={"policy": bad})
+    assert _fields(r) == ["policy.max_downtime_ms"]
+    assert "100 is below downtime_ms 500" in r.json()["detail"]
+    assert api.client.get("/api/v1/vms/web1").json()["spec"]["migration"] is None
+
+
+def test_a_policy_fine_alone_that_conflicts_with_the_cluster_is_409_naming_its_field(
+    api: Api,
+) -> None:
+    """The cluster's policy (downtime 300 ms rising to 2000) refuses these now; the same
+    request passes once the cluster's policy changes."""
+
+    def put(body: dict[str, int]) -> httpx.Response:
+        r: httpx.Response = api.client.put("/api/v1/vms/web1/migration-policy", json=body)
+        return r
+
+    r = put({"downtime_ms": 5000})
+    assert _error(r, 409)["field"] == "downtime_ms"
+    assert "5000 is above max_downtime_ms 2000 of the cluster's policy" in r.json()["detail"]
+    assert _error(put({"max_downtime_ms": 100}), 409)["field"] == "max_downtime_ms"
+    cluster = {"policy": {"downtime_ms": 300, "max_downtime_ms": 10000}}
+    assert api.client.put("/api/v1/migration-policy", json=cluster).status_code == 200
+    r = put({"downtime_ms": 5000})
+    assert r.status_code == 200 and r.json()["downtime_ms"] == 5000
+
+
+def test_a_migration_names_the_request_field_or_the_vm_whose_policy_conflicts() -> None:
+    """Over the cluster's and the VM's policy: the request's field when it sets one; the VM
+    (the path's name) when the VM's stored override no longer fits the cluster's policy."""
+    c = Cluster()
+    c.svc.create_vm(VMCreate(name="web1", image="img", memory_mib=128, host="h1"), "t")
+    c.tick()  # web1 runs on h1
+    token = bootstrap(c.store)
+    assert token
+    client = TestClient(create_app(c.svc), headers={"Authorization": f"Bearer {token}"})
+
+    def migrate(body: dict[str, Any]) -> httpx.Response:
+        r: httpx.Response = client.post("/api/v1/vms/web1/migrate", json=body)
+        return r
+
+    r = migrate({"to": "h2", "policy": {"downtime_ms": 5000}})
+    assert _error(r, 409)["field"] == "policy.downtime_ms"
+    assert "of the cluster's and the VM's policy" in r.json()["detail"]
+    c.svc.migrations.set_settings(
+        MigrationSettings(policy=MigrationPolicy(max_downtime_ms=9000)), "t"
+    )
+    c.svc.migrations.set_vm_policy("web1", MigrationOverride(downtime_ms=5000), "t")
+    c.svc.migrations.set_settings(MigrationSettings(), "t")  # the ceiling drops to 2000
+    r = migrate({"to": "h2"})
+    assert _error(r, 409)["field"] == "name"
+    assert r.json()["detail"].startswith("the cluster's and the VM's policy: max_downtime_ms")
+    assert migrate({"to": "h2", "policy": {"max_downtime_ms": 6000}}).status_code == 202
+
+
+def test_the_vm_state_is_an_enum_of_every_state_the_view_shows(api: Api) -> None:
+    doc = api.client.get("/api/v1/openapi.json").json()
+    state = doc["components"]["schemas"]["VMView"]["properties"]["state"]
+    assert state["type"] == "string"
+    assert set(state["enum"]) == {s.value for s in VMState} | {"pending", "unplaced"}
+    assert {"unknown", "pending", "unplaced"} <= set(state["enum"])
+    assert api.client.get("/api/v1/vms/web1").json()["state"] == "pending"  # placed, unreported

@@ -13,7 +13,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Annotated, Any
 
 import httpx
-from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -62,8 +62,16 @@ def _number(text: str) -> int | float:
 
 class _JsonRequest(Request):
     async def json(self) -> Any:
+        """The body as JSON, which is UTF-8 (RFC 8259): other bytes are a 400 naming the
+        body (not JSON is FastAPI's ``json_invalid``, made a 400 in ``errors``)."""
         if not hasattr(self, "_json"):
-            self._json = json.loads(await self.body(), parse_float=_number)
+            raw = await self.body()
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                detail = f"body: not UTF-8: {exc.reason} at byte {exc.start}"
+                raise HTTPException(400, detail) from exc
+            self._json = json.loads(text, parse_float=_number)
         return self._json
 
 
@@ -102,11 +110,13 @@ HostName = Annotated[
 TaskId = Annotated[str, Path(pattern=TASK_ID_PATTERN, description="the task's id")]
 
 # What each kind of route can answer besides success. Every route with a token can meet a
-# wrong token (401), a bad query or header (422) and etcd down (503).
+# wrong token (401), a bad query or header (422) and etcd down (503); a route that takes a
+# body, one that is not UTF-8 JSON (400).
 READ = responses(401, 422, 503)
 READ_ONE = responses(401, 404, 422, 503)
 CREATE = responses(400, 401, 409, 422, 503)
 COMMAND = responses(400, 401, 404, 409, 422, 503)
+ACT = responses(401, 404, 409, 422, 503)  # a command without a body
 
 
 def create_app(
@@ -180,16 +190,18 @@ def create_app(
 
     @app.post(f"{API}/vms/{{name}}/migrate", status_code=202, responses=COMMAND)
     def migrate_vm(name: VMName, a: Actor, body: VMMigrate | None = None) -> Task:
-        """Live-migrate (or, with ``cold``, move a stopped VM). 409 also when the policy's
-        ``max_downtime_ms`` would end below its ``downtime_ms``, over the cluster's and the
-        VM's policy beneath this one."""
+        """Live-migrate (or, with ``cold``, move a stopped VM). 422 also when
+        ``policy.max_downtime_ms`` is below ``policy.downtime_ms``; 409 when the policy is
+        fine alone but one of them would end on the wrong side of the other over the
+        cluster's and the VM's policy beneath it."""
         body = body or VMMigrate()
         return service.migrations.migrate(name, body.to, a, body.cold, body.policy)
 
     @app.put(f"{API}/vms/{{name}}/migration-policy", responses=COMMAND)
     def vm_migration_policy(name: VMName, body: MigrationOverride, a: Actor) -> MigrationOverride:
-        """Replace the VM's policy override. 409 also when ``max_downtime_ms`` would end
-        below ``downtime_ms`` over the cluster's policy."""
+        """Replace the VM's policy override. 422 also when ``max_downtime_ms`` is below
+        ``downtime_ms``; 409 when the override is fine alone but one of them would end on
+        the wrong side of the other over the cluster's policy."""
         return service.migrations.set_vm_policy(name, body, a).migration or MigrationOverride()
 
     @app.get(f"{API}/migration-policy", responses=READ)
@@ -202,11 +214,11 @@ def create_app(
         is below ``policy.downtime_ms``."""
         return service.migrations.set_settings(body, a)
 
-    @app.post(f"{API}/tasks/{{task_id}}/cancel", status_code=202, responses=COMMAND)
+    @app.post(f"{API}/tasks/{{task_id}}/cancel", status_code=202, responses=ACT)
     def cancel_task(task_id: TaskId, a: Actor) -> Task:
         return service.migrations.cancel_task(task_id, a)
 
-    @app.delete(f"{API}/vms/{{name}}", status_code=202, responses=COMMAND)
+    @app.delete(f"{API}/vms/{{name}}", status_code=202, responses=ACT)
     def delete_vm(name: VMName, a: Actor) -> Task:
         return service.delete(name, a)
 

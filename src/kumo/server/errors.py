@@ -20,7 +20,8 @@ STATUS_CODES = """Every error answer has one shape (`ErrorBody`: `detail`, and `
 naming what is at fault); a 422 (`ValidationErrorBody`) lists each field. The codes mean the
 same on every route:
 
-- 400: the body could not be read (not UTF-8, not JSON where JSON is expected);
+- 400: the body could not be read: not UTF-8, or not JSON (an empty body is a
+  missing one: 422);
 - 401: no token or a wrong one (nothing more is said);
 - 404: the object named in the path does not exist;
 - 405: the path takes other methods (the `Allow` header names them);
@@ -100,14 +101,33 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return out
 
 
-def field_of(loc: Sequence[int | str], kind: str) -> str:
+def field_of(loc: Sequence[int | str]) -> str:
     """The field a pydantic error is about: its location less the first part (where it was:
-    body, query, path, header), so a field called ``path`` keeps its name; a body that is
-    missing or not JSON is ``body``."""
-    if kind == "json_invalid" or not loc:
+    body, query, path, header), so a field called ``path`` keeps its name; a missing body is
+    ``body``."""
+    if not loc:
         return "body"
     field = ".".join(str(p) for p in loc[1:])
     return field or str(loc[0])  # an unknown key "" in the body is the body's fault
+
+
+def _unreadable(errors: Sequence[Any]) -> ErrorBody | None:
+    """A 400 for a body that is not JSON (FastAPI reports it as a ``json_invalid``
+    validation error): the body could not be read, so no rule was checked."""
+    for e in errors:
+        if e["type"] == "json_invalid":
+            why = e.get("ctx", {}).get("error", e["msg"])
+            at = f" at character {e['loc'][1]}" if len(e["loc"]) > 1 else ""
+            return ErrorBody(detail=f"body: not JSON: {why}{at}", field="body")
+    return None
+
+
+def _invalid(detail: str, field: str) -> ValidationErrorBody:
+    """The 422 of a rule the schema cannot state, in the same shape as a schema's 422."""
+    message = detail.removeprefix(f"{field}: ")
+    return ValidationErrorBody.model_validate(
+        {"detail": detail, "errors": [{"field": field, "message": message}]}
+    )
 
 
 def _message(msg: str) -> str:
@@ -158,6 +178,8 @@ def install(app: FastAPI) -> None:
             # A refusal that names no field is about the object the path names: the VM,
             # host or task whose state refuses the request.
             field = next(iter(request.path_params))
+        if exc.status == 422:  # a rule between fields: the shape of the schema's 422
+            return _json(_invalid(str(exc), field or "body"), 422)
         return _json(ErrorBody(detail=str(exc), field=field), exc.status, **headers)
 
     @app.exception_handler(StoreUnavailable)
@@ -170,9 +192,11 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_r: Request, exc: RequestValidationError) -> JSONResponse:
+        unreadable = _unreadable(exc.errors())
+        if unreadable is not None:
+            return _json(unreadable, 400)
         errors = [
-            {"field": field_of(e["loc"], e["type"]), "message": _message(e["msg"])}
-            for e in exc.errors()
+            {"field": field_of(e["loc"]), "message": _message(e["msg"])} for e in exc.errors()
         ]
         body = ValidationErrorBody.model_validate(
             {

@@ -18,7 +18,7 @@ from kumo.model.migration import (
 from kumo.model.vm import Migration, Placement, Power, VMSpec, VMState, VMStatus
 from kumo.scheduler.demand import demand
 from kumo.scheduler.placement import Chosen, place, usage_of
-from kumo.server.errors import ApiError, Conflict, Invalid, NotFound
+from kumo.server.errors import Conflict, Invalid, NotFound
 from kumo.store import keys
 from kumo.store.activity import event_op, finish_task, new_task
 from kumo.store.base import Compare, Delete, Put
@@ -41,18 +41,42 @@ def _slots(
     return None
 
 
-def _consistent(
-    policy: MigrationPolicy, prefix: str = "", error: type[ApiError] = Conflict
-) -> None:
-    """Refuse a policy whose downtime target starts above the ceiling it may rise to: 422
-    (Invalid) when the request alone breaks the rule, 409 when an override does over the
-    policies beneath it (the same request may pass once those change)."""
-    if policy.max_downtime_ms < policy.downtime_ms:
-        raise error(
-            f"{prefix}max_downtime_ms: {policy.max_downtime_ms} is below downtime_ms "
-            f"{policy.downtime_ms}; the target only rises",
+def _alone(policy: MigrationPolicy | MigrationOverride, prefix: str = "") -> None:
+    """422 (Invalid) when the request on its own starts the downtime target above the
+    ceiling it may rise to: wrong whatever the cluster holds. Checked before anything is
+    merged, so the answer does not depend on the stored policies."""
+    downtime, ceiling = policy.downtime_ms, policy.max_downtime_ms
+    if downtime is not None and ceiling is not None and ceiling < downtime:
+        raise Invalid(
+            f"{prefix}max_downtime_ms: {ceiling} is below downtime_ms {downtime}; "
+            "the target only rises",
             f"{prefix}max_downtime_ms",
         )
+
+
+def _over(
+    beneath: MigrationPolicy, override: MigrationOverride | None, what: str, prefix: str = ""
+) -> MigrationPolicy:
+    """The policy ``override`` (fine alone: see ``_alone``) makes of ``beneath``, the stored
+    policies called ``what``; 409 (Conflict) when the two break the downtime rule together,
+    since the same request may pass once those change. The error names the downtime field
+    the request sets; when it sets neither, the fault is in the stored policies alone, and
+    the error names no field (so the API names the VM of the path)."""
+    policy = effective(beneath, override)
+    downtime, ceiling = policy.downtime_ms, policy.max_downtime_ms
+    if ceiling >= downtime:
+        return policy
+    sets = override or MigrationOverride()
+    if sets.downtime_ms is not None:
+        field, why = "downtime_ms", f"{downtime} is above max_downtime_ms {ceiling}"
+    elif sets.max_downtime_ms is not None:
+        field, why = "max_downtime_ms", f"{ceiling} is below downtime_ms {downtime}"
+    else:
+        raise Conflict(
+            f"{what}: max_downtime_ms {ceiling} is below downtime_ms {downtime}; "
+            "the target only rises: change one of them"
+        )
+    raise Conflict(f"{prefix}{field}: {why} of {what}; the target only rises", f"{prefix}{field}")
 
 
 class Migrations:
@@ -65,7 +89,7 @@ class Migrations:
         return found[0] if found else MigrationSettings()
 
     def set_settings(self, new: MigrationSettings, actor: str) -> MigrationSettings:
-        _consistent(new.policy, "policy.", Invalid)
+        _alone(new.policy, "policy.")
         found = self.svc.store.get(keys.MIGRATION_SETTINGS)
         ok = self.svc._commit(
             [Compare(keys.MIGRATION_SETTINGS, found.mod_revision if found else 0)],
@@ -79,8 +103,9 @@ class Migrations:
         return new
 
     def set_vm_policy(self, name: str, override: MigrationOverride, actor: str) -> VMSpec:
+        _alone(override)
         spec, rev = self.svc._spec(name)
-        _consistent(effective(self.settings().policy, override))  # it replaces the old one
+        _over(self.settings().policy, override, "the cluster's policy")  # replaces the old one
         empty = override == MigrationOverride()
         updated = spec.model_copy(update={"migration": None if empty else override})
         ok = self.svc._commit(
@@ -110,6 +135,8 @@ class Migrations:
     ) -> Task:
         """Ask the VM's host to move it to ``to`` (or the scheduler's choice): live, or
         ``cold`` for a stopped VM. Runs at once, or queues while the limits are reached."""
+        if override is not None:
+            _alone(override, "policy.")
         svc, view = self.svc, self.svc.view
         view.sync()
         spec, rev = svc._spec(name)
@@ -156,8 +183,8 @@ class Migrations:
         if not isinstance(result, Chosen):
             raise Conflict(str(result), "to")
         settings = self.settings()
-        policy = effective(settings.policy, spec.migration, override)
-        _consistent(policy)
+        beneath = effective(settings.policy, spec.migration)
+        policy = _over(beneath, override, "the cluster's and the VM's policy", "policy.")
         task = new_task("vm.migrate", f"vm/{name}", actor, svc.clock())
         running = [m for m, _ in view.models(Migration, keys.MIGRATIONS).values()]
         wait = _slots([m for m in running if m.state == "running"], settings, source, result.host)

@@ -12,7 +12,7 @@ from kumo.model.common import Name
 from kumo.model.cpu import CLUSTER_DEFAULT
 from kumo.model.host import HostRecord, HostState
 from kumo.model.migration import MigrationOverride
-from kumo.model.vm import CPU_MODEL_PATTERN, BootDevice, Power, VMSpec, VMStatus
+from kumo.model.vm import CPU_MODEL_PATTERN, BootDevice, Power, VMSpec, VMState, VMStatus
 
 
 class Body(BaseModel):
@@ -129,10 +129,26 @@ class VMPower(Body):
     force: bool = False  # stop: power off at once; reboot: hard reset
 
 
+# The state a VM shows: its host's last report (a VMState), or ``deleting`` / ``unknown``
+# (its host is down) from the server, or before any report ``pending`` (placed) or
+# ``unplaced`` (no host yet). Published as one flat enum of those values.
+VMViewState = Annotated[
+    VMState | Literal["pending", "unplaced"],
+    WithJsonSchema(
+        {
+            "type": "string",
+            "enum": [*(s.value for s in VMState), "pending", "unplaced"],
+            "description": "the host's last report; unknown: the host is down (no live agent "
+            "lease); pending: placed, not reported yet; unplaced: no host yet",
+        }
+    ),
+]
+
+
 class VMView(BaseModel):
     name: str
     host: str | None
-    state: str
+    state: VMViewState
     power: Power
     vcpus: int
     memory_mib: int

@@ -49,6 +49,7 @@ from kumo.server.schemas import (
     PoolCreate,
     VMCreate,
     VMView,
+    VMViewState,
 )
 from kumo.store import keys
 from kumo.store.activity import event_op, new_task
@@ -65,7 +66,7 @@ _USAGE_PREFIXES = (keys.VMS, keys.PLACEMENT, keys.MIGRATIONS)
 
 def _vm_state(
     spec: VMSpec, placement: Placement | None, status: VMStatus | None, host_up: bool
-) -> tuple[str, str]:
+) -> tuple[VMViewState, str]:
     """The state and message a VM shows. Its status is its host's word: once the host is
     down (no live agent lease) that word is stale, so the state is ``unknown`` until the host
     reports again (or HA moves the VM)."""
@@ -73,11 +74,11 @@ def _vm_state(
         last = f"last reported {status.state.value}" if status else "never reported"
         if status and status.message:
             last += f" ({status.message})"
-        return VMState.UNKNOWN.value, f"host {placement.host} is down (no live agent lease); {last}"
+        return VMState.UNKNOWN, f"host {placement.host} is down (no live agent lease); {last}"
     if spec.deleting:
-        return VMState.DELETING.value, status.message if status else ""
+        return VMState.DELETING, status.message if status else ""
     if status is not None:
-        return status.state.value, status.message
+        return status.state, status.message
     return ("pending" if placement else "unplaced"), ""
 
 
