@@ -9,6 +9,7 @@ capacity; the loser retries on fresh state.
 from __future__ import annotations
 
 import bisect
+import secrets
 import threading
 import time
 import uuid
@@ -40,7 +41,7 @@ from kumo.scheduler.demand import demand
 from kumo.scheduler.placement import Chosen, HostUsage, Placed, Policy, place, usage_of
 from kumo.scheduler.placement import HostView as SchedHost
 from kumo.server.errors import Conflict, Invalid, NotFound
-from kumo.server.macs import NoFreeMac, draw_macs, random_bits
+from kumo.server.macs import NoFreeMac, draw_macs
 from kumo.server.migrations import Migrations
 from kumo.server.schemas import (
     HostView,
@@ -119,7 +120,7 @@ class ClusterService:
         policy: Policy | None = None,
         clock: Callable[[], float] = time.time,
         view: StoreCache | DirectView | None = None,
-        mac_bits: Callable[[], int] = random_bits,
+        mac_bits: Callable[[], int] = lambda: secrets.randbits(24),
     ) -> None:
         self.store = store
         self.policy = policy or Policy()

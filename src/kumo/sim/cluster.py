@@ -3,9 +3,9 @@ would write them."""
 
 from __future__ import annotations
 
-import time
 import uuid
 
+from kumo.clock import SYSTEM_CLOCK, Clock
 from kumo.model.host import HostRecord
 from kumo.model.vm import Nic, VMSpec
 from kumo.server.schemas import ImageImport, NetworkCreate, PoolCreate
@@ -15,7 +15,10 @@ from kumo.store.base import ClusterStore
 from kumo.store.records import put
 
 
-def sim_host(name: str, cpus: int = 8, memory_mib: int = 16384) -> HostRecord:
+def sim_host(
+    name: str, cpus: int = 8, memory_mib: int = 16384, *, clock: Clock = SYSTEM_CLOCK
+) -> HostRecord:
+    """A host's record as its agent registers it, at ``clock.now()``."""
     return HostRecord(
         name=name,
         address="127.0.0.1",
@@ -27,7 +30,7 @@ def sim_host(name: str, cpus: int = 8, memory_mib: int = 16384) -> HostRecord:
         pools=("shared",),
         networks=("public",),
         agent_port=1,
-        registered_at=time.time(),
+        registered_at=clock.now(),
     )
 
 
