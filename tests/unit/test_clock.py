@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from kumo.clock import SYSTEM_CLOCK, SYSTEM_IDS, CountedIds
 from kumo.model.activity import TaskState
-from kumo.sim.cluster import sim_host
+from kumo.server.service import ClusterService
+from kumo.sim.cluster import define_basics, sim_host
 from kumo.store import keys
 from kumo.store.activity import event_op, finish_task, new_task
 from kumo.store.memory import MemoryStore
@@ -58,3 +59,18 @@ def test_the_system_sources_give_the_time_and_fresh_ids() -> None:
 
 def test_a_sim_host_is_registered_at_its_clocks_time() -> None:
     assert sim_host("h1", clock=FixedClock(7.0)).registered_at == 7.0
+
+
+def service_run() -> list[tuple[str, bytes]]:
+    store = MemoryStore()
+    svc = ClusterService(store, clock=lambda: 5.0, ids=CountedIds("s"))
+    define_basics(svc)
+    return [(e.key, e.value) for e in store.range(keys.EVENTS)]
+
+
+def test_the_service_stamps_events_with_its_clock_and_ids() -> None:
+    first = service_run()
+    assert first == service_run()
+    assert [k for k, _ in first] == [
+        f"{keys.EVENTS}{5_000_000_000:020d}-s00000{i}" for i in (1, 2, 3)
+    ]

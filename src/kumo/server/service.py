@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from kumo.clock import SYSTEM_IDS, Ids
 from kumo.model.activity import Event, Task, TaskState
 from kumo.model.cpu import ClusterCPU
 from kumo.model.host import (
@@ -121,10 +122,12 @@ class ClusterService:
         clock: Callable[[], float] = time.time,
         view: StoreCache | DirectView | None = None,
         mac_bits: Callable[[], int] = lambda: secrets.randbits(24),
+        ids: Ids = SYSTEM_IDS,
     ) -> None:
         self.store = store
         self.policy = policy or Policy()
         self.clock = clock
+        self.ids = ids  # task ids and event keys
         self.mac_bits = mac_bits  # random bits for MAC addresses
         # Lists and placement read this (a watch-fed cache in `kumo server`).
         self.view = view or DirectView(store)
@@ -300,7 +303,7 @@ class ClusterService:
             if self.view.get(keys.HOSTS + req.host) is None:
                 raise Conflict(f"host: no host named {req.host}", "host")
         vm_uuid = str(uuid.uuid4())
-        task = new_task("vm.create", f"vm/{req.name}", actor, self.clock())
+        task = new_task("vm.create", f"vm/{req.name}", actor, self.clock(), ids=self.ids)
         macs = draw_macs(len(req.networks), lambda _: False, self.mac_bits)  # checked when placed
         spec = VMSpec(
             name=req.name,
@@ -445,7 +448,14 @@ class ClusterService:
             writes += [
                 *r.ops,
                 put(keys.PLACEMENT + r.spec.name, Placement(host=result.host, at=self.clock())),
-                event_op(r.actor, f"vm/{r.spec.name}", "placed", f"on {result.host}"),
+                event_op(
+                    r.actor,
+                    f"vm/{r.spec.name}",
+                    "placed",
+                    f"on {result.host}",
+                    self.clock(),
+                    ids=self.ids,
+                ),
             ]
         if not chosen:
             return left
@@ -548,7 +558,7 @@ class ClusterService:
         spec, rev = self._spec(name)
         if spec.deleting:
             raise Conflict(f"vm {name} is being deleted")
-        task = new_task(f"vm.{action}", f"vm/{name}", actor, self.clock())
+        task = new_task(f"vm.{action}", f"vm/{name}", actor, self.clock(), ids=self.ids)
         if action == "start":
             change: dict[str, object] = {"power": Power.RUNNING}
         elif action == "stop":
@@ -567,7 +577,7 @@ class ClusterService:
 
     def delete(self, name: str, actor: str) -> Task:
         spec, rev = self._spec(name)
-        task = new_task("vm.delete", f"vm/{name}", actor, self.clock())
+        task = new_task("vm.delete", f"vm/{name}", actor, self.clock(), ids=self.ids)
         if self.store.get(keys.PLACEMENT + name) is None:
             # never placed: nothing exists on any host
             ops: list[Put | Delete] = [
@@ -597,7 +607,12 @@ class ClusterService:
             put(keys.VMS + spec.name, updated),
             put(keys.TASKS + task.id, task),
             event_op(
-                actor, f"vm/{spec.name}", task.kind.removeprefix("vm."), f"requested ({task.id})"
+                actor,
+                f"vm/{spec.name}",
+                task.kind.removeprefix("vm."),
+                f"requested ({task.id})",
+                task.updated_at,
+                ids=self.ids,
             ),
         ]
         ops += self._cancel_ops(spec.task, f"superseded by {task.id}")
@@ -608,7 +623,10 @@ class ClusterService:
     def _create(self, key: str, model: Pool | Network | Image, kind: str, actor: str) -> None:
         ok = self._commit(
             [Compare(key, 0)],
-            [put(key, model), event_op(actor, f"{kind}/{model.name}", "created", "")],
+            [
+                put(key, model),
+                event_op(actor, f"{kind}/{model.name}", "created", "", self.clock(), ids=self.ids),
+            ],
         )
         if ok is None:
             raise Conflict(f"name: {kind} {model.name} already exists", "name")
