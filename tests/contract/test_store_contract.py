@@ -113,6 +113,25 @@ def test_lease_keys_vanish_on_revoke_and_expiry(subject: Subject) -> None:
         s.commit([], [Put(p + "alive/h3", b"up", lease2)])
 
 
+def test_a_leased_keys_revision_fences_writes(subject: Subject) -> None:
+    """The fencing token (kumo.store.lease): a write comparing a leased key's revision is
+    refused once the lease is gone, and stays refused after the key is put again."""
+    s, p = subject.store, subject.prefix
+    old = s.grant(5)
+    token = s.commit([], [Put(p + "alive", b"a", old)])
+    assert token is not None
+    assert s.commit([Compare(p + "alive", token)], [Put(p + "status", b"1")]) is not None
+    s.revoke(old)
+    assert s.commit([Compare(p + "alive", token)], [Put(p + "status", b"2")]) is None
+    new = s.grant(5)
+    again = s.commit([], [Put(p + "alive", b"a", new)])
+    assert s.commit([Compare(p + "alive", token)], [Put(p + "status", b"3")]) is None
+    assert s.commit([Compare(p + "alive", again or 0)], [Put(p + "status", b"4")]) is not None
+    got = s.get(p + "status")
+    assert got is not None and got.value == b"4"
+    s.revoke(new)
+
+
 def test_watch_replays_from_revision_and_follows_live_changes(subject: Subject) -> None:
     s, p = subject.store, subject.prefix
     start = s.commit([], [Put(p + "k1", b"a")])

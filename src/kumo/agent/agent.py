@@ -3,6 +3,9 @@ placed on its host real in libvirt.
 
 - ``register()`` grants a lease, writes the liveness key under it and the host record;
 - ``keepalive()`` renews the lease (a thread, every second); a lost lease re-registers;
+- every write about a VM, and to the host record, carries ``fence()``: the alive key's
+  revision (this agent's token) and, for a VM, the placement revision the agent acted on. A
+  cut-off or replaced agent, or one whose VM was placed elsewhere, is refused by the store;
 - ``run_once()`` is one level-triggered pass over the VMs placed here: read spec, placement
   and libvirt, :func:`decide`, act, report status, finish tasks. The daemon calls it in a
   loop woken by etcd watches and libvirt events, with a periodic resync; tests and the
@@ -43,7 +46,8 @@ from kumo.storage.pool_identity import DirPoolIds, PoolIds, check_shared_pool
 from kumo.storage.volumes import VolumeError, Volumes
 from kumo.store import keys
 from kumo.store.activity import event_op, finish_task
-from kumo.store.base import ClusterStore, Compare, Delete, LeaseExpired, StoreUnavailable
+from kumo.store.base import ClusterStore, Compare, Delete, LeaseExpired, Put, StoreUnavailable
+from kumo.store.lease import Fence, Fenced, LeaseKeeper
 from kumo.store.records import load, load_all, put
 
 log = logging.getLogger("kumo.agent")
@@ -94,16 +98,34 @@ class Agent:
         self.path_exists = path_exists
         self.pool_ids = pool_ids if pool_ids is not None else DirPoolIds()
         self.new_id = new_id  # a shared pool's id, when this host is the first to see it
-        self.lease = 0
+        self.keeper = LeaseKeeper(store, config.lease_ttl)
+        self.token = 0  # mod revision of our alive key: every fenced write compares it
         self.mem = _Memory()
         self.actor = f"agent:{config.host}"
         self.on_wake: Callable[[], None] = lambda: None  # the daemon's wake-up
         self.migrator = Migrator(self)
 
     # -- liveness --------------------------------------------------------------------
+    @property
+    def lease(self) -> int:
+        return self.keeper.lease
+
+    def fence(self, vm: str | None = None, placement: int = 0) -> Fence:
+        """The compares of this agent's writes: its alive key is the one it put, and, for
+        ``vm``, its placement is still at revision ``placement`` (the one acted on)."""
+        fence = Fence(f"agent {self.config.host}").on(keys.ALIVE + self.config.host, self.token)
+        return fence if vm is None else fence.on(keys.PLACEMENT + vm, placement)
+
+    def _commit(self, fence: Fence, compares: list[Compare], ops: list[Put | Delete]) -> int | None:
+        """Commit under ``fence``; :class:`Fenced` when the fence no longer holds."""
+        rev = self.store.commit([*fence.compares, *compares], ops)
+        if rev is None:
+            fence.check(self.store)
+        return rev
+
     def register(self) -> None:
         facts = self.hv.facts()
-        lease = self.store.grant(self.config.lease_ttl)
+        lease = self.keeper.grant()
         existing = load(self.store, HostRecord, keys.HOSTS + self.config.host)
         cpu, cpu_models = self._cpu_facts(facts, existing[0] if existing else None)
         record = HostRecord(
@@ -124,7 +146,7 @@ class Agent:
             agent_port=self.config.agent_port,
             registered_at=self.clock(),
         )
-        self.store.commit(
+        rev = self.store.commit(
             [],
             [
                 put(keys.HOSTS + self.config.host, record),
@@ -138,7 +160,7 @@ class Agent:
                 ),
             ],
         )
-        self.lease = lease
+        self.token = rev or 0
         self._update_cluster_cpu()
 
     def _cpu_facts(
@@ -160,7 +182,7 @@ class Agent:
 
     def keepalive(self) -> None:
         try:
-            self.store.keepalive(self.lease)
+            self.keeper.renew()
         except LeaseExpired:
             log.warning("host %s: lease expired; registering again", self.config.host)
             self.register()
@@ -221,7 +243,8 @@ class Agent:
         pools, nets = self._reachable_pools(), self._reachable_networks()
         if (pools, nets) != (record.pools, record.networks):
             updated = record.model_copy(update={"pools": pools, "networks": nets})
-            self.store.commit(
+            self._commit(
+                self.fence(),
                 [Compare(keys.HOSTS + self.config.host, rev)],
                 [put(keys.HOSTS + self.config.host, updated)],
             )
@@ -288,7 +311,7 @@ class Agent:
             pool = self._pool(spec.pool)
             if method == "POST":
                 if not self.volumes.exists(pool.path, vm):
-                    self._act(Action.CREATE_DISK, spec, pool)
+                    self._act(Action.CREATE_DISK, spec, pool, self.fence())
                 return 200, self.volumes.path(pool.path, vm)
             placed = load(self.store, Placement, keys.PLACEMENT + vm)
             if placed is not None and placed[0].host == self.config.host:
@@ -297,7 +320,7 @@ class Agent:
                 return 409, f"vm {vm} is defined on {self.config.host}: its disk stays"
             self.volumes.delete(pool.path, vm)
             return 200, f"disk of {vm} removed from {self.config.host}"
-        except (HypervisorError, VolumeError, StoreUnavailable) as exc:
+        except (HypervisorError, VolumeError, StoreUnavailable, Fenced) as exc:
             return 500, str(exc)
 
     def wake(self) -> None:
@@ -312,8 +335,8 @@ class Agent:
         migrations = load_all(self.store, Migration, keys.MIGRATIONS)
         for name, (m, _) in migrations.items():
             if m.source == self.config.host and name in mine and m.state == "running":
-                self.migrator.start(m)
-        self.migrator.adopt_orphans(migrations)
+                self.migrator.start(m, placements[name][1])
+        self.migrator.adopt_orphans(migrations, placements)
         # A VM on the move belongs to its migration, not to the reconcile loop: re-creating
         # it here while it switches hosts would run it twice. That includes a VM whose move
         # finished after we read its placement: our snapshot is older than the switch-over.
@@ -330,16 +353,21 @@ class Agent:
                 continue
             spec, rev = specs[name]
             status = statuses[name][0] if name in statuses else None
+            fence = self.fence(name, placements[name][1])
             try:
-                self._reconcile(spec, rev, domains.get(name), status)
-            except (HypervisorError, VolumeError) as exc:
-                self._fail(spec, str(exc))
+                try:
+                    self._reconcile(spec, rev, domains.get(name), status, fence)
+                except (HypervisorError, VolumeError) as exc:
+                    self._fail(spec, str(exc), fence)
+            except Fenced as exc:
+                self.fence().check(self.store)  # our own token gone: the pass ends here
+                log.info("vm %s: %s (placed again meanwhile)", name, exc)
         self.migrator.sample(
             [n for n in mine if n in domains and domains[n].state == DomainState.RUNNING]
         )
 
     def _reconcile(
-        self, spec: VMSpec, rev: int, dom: Domain | None, status: VMStatus | None
+        self, spec: VMSpec, rev: int, dom: Domain | None, status: VMStatus | None, fence: Fence
     ) -> None:
         name = spec.name
         pool = self._pool(spec.pool)
@@ -358,20 +386,28 @@ class Agent:
         decision = decide(spec, seen, self.clock())
         for action in decision.actions:
             if action == Action.FORGET:
-                self._forget(spec, rev)
+                self._forget(spec, rev, fence)
                 return
-            self._act(action, spec, pool)
+            self._act(action, spec, pool, fence)
         if decision.message and decision.actions:
-            self.store.commit([], [event_op(self.actor, f"vm/{name}", "notice", decision.message)])
+            self._commit(
+                fence, [], [event_op(self.actor, f"vm/{name}", "notice", decision.message)]
+            )
         if spec.power == Power.RUNNING:
             self.mem.stop_since.pop(name, None)
         after = next((d for d in self.hv.domains() if d.name == name), None)
         state = report(spec, after, name in self.mem.stop_since)
         if state == VMState.STOPPED:
             self.mem.stop_since.pop(name, None)
-        self._status(spec, state, decision.message)
+        self._status(spec, state, decision.message, fence)
         if spec.task and self._goal_reached(spec, state):
-            finish_task(self.store, spec.task, TaskState.SUCCEEDED, f"{name}: {state}")
+            finish_task(
+                self.store,
+                spec.task,
+                TaskState.SUCCEEDED,
+                f"{name}: {state}",
+                fence=fence.compares,
+            )
 
     def _goal_reached(self, spec: VMSpec, state: VMState) -> bool:
         want = VMState.RUNNING if spec.power == Power.RUNNING else VMState.STOPPED
@@ -383,7 +419,7 @@ class Agent:
             raise VolumeError(f"pool {name} is not defined")
         return found[0]
 
-    def _act(self, action: Action, spec: VMSpec, pool: Pool) -> None:
+    def _act(self, action: Action, spec: VMSpec, pool: Pool, fence: Fence) -> None:
         name = spec.name
         log.info("vm %s: %s", name, action)
         if action == Action.CREATE_DISK:
@@ -410,8 +446,10 @@ class Agent:
             self.hv.undefine(name)
         elif action == Action.DELETE_DISK:
             self.volumes.delete(pool.path, name)
-        self.store.commit(
-            [], [event_op(self.actor, f"vm/{name}", str(action), f"{action} on {self.config.host}")]
+        self._commit(
+            fence,
+            [],
+            [event_op(self.actor, f"vm/{name}", str(action), f"{action} on {self.config.host}")],
         )
 
     def domain_config(self, spec: VMSpec, pool: Pool) -> DomainConfig:
@@ -445,7 +483,7 @@ class Agent:
             serial_log=f"{self.config.serial_log_dir}/{spec.name}-serial.log",
         )
 
-    def _status(self, spec: VMSpec, state: VMState, message: str) -> None:
+    def _status(self, spec: VMSpec, state: VMState, message: str, fence: Fence) -> None:
         status = VMStatus(
             name=spec.name,
             host=self.config.host,
@@ -459,7 +497,7 @@ class Agent:
             update={"updated_at": 0}
         ):
             return
-        ops = [put(keys.VMSTATUS + spec.name, status)]
+        ops: list[Put | Delete] = [put(keys.VMSTATUS + spec.name, status)]
         if last is None or last.state != state:
             ops.append(
                 event_op(
@@ -470,18 +508,19 @@ class Agent:
                     + (f" ({message})" if message else ""),
                 )
             )
-        self.store.commit([], ops)
+        self._commit(fence, [], ops)
         self.mem.last_status[spec.name] = status
 
-    def _fail(self, spec: VMSpec, message: str) -> None:
+    def _fail(self, spec: VMSpec, message: str, fence: Fence) -> None:
         log.error("vm %s: %s", spec.name, message)
-        self._status(spec, VMState.ERROR, message)
+        self._status(spec, VMState.ERROR, message, fence)
         if spec.task:
-            finish_task(self.store, spec.task, TaskState.FAILED, message)
+            finish_task(self.store, spec.task, TaskState.FAILED, message, fence=fence.compares)
 
-    def _forget(self, spec: VMSpec, rev: int) -> None:
+    def _forget(self, spec: VMSpec, rev: int, fence: Fence) -> None:
         name = spec.name
-        ok = self.store.commit(
+        ok = self._commit(
+            fence,
             [Compare(keys.VMS + name, rev)],
             [
                 Delete(keys.VMS + name),
@@ -497,7 +536,14 @@ class Agent:
             ],
         )
         if ok and spec.task:
-            finish_task(self.store, spec.task, TaskState.SUCCEEDED, f"{name} deleted")
+            # the placement is gone with the VM: the agent's own token fences this one
+            finish_task(
+                self.store,
+                spec.task,
+                TaskState.SUCCEEDED,
+                f"{name} deleted",
+                fence=self.fence().compares,
+            )
         for m in (self.mem.stop_since, self.mem.reboot_done, self.mem.last_status):
             m.pop(name, None)
 
@@ -567,6 +613,8 @@ class AgentDaemon:
                 self.agent.run_once()
             except StoreUnavailable as exc:
                 log.warning("%s; VMs are left as they are", exc)
+            except Fenced as exc:
+                log.warning("%s; VMs are left as they are until registered again", exc)
             except HypervisorError as exc:
                 log.error("%s", exc)
             self.wake.wait(self.resync_s)

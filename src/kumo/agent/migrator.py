@@ -7,6 +7,9 @@ agent defines it there once the placement names it.
 Live: probe the link to the target's agent and measure the guest's dirty rate, choose, then
 migrate through libvirt with a :class:`Governor` watching. A migration job found already
 running (this agent restarted) is watched to its end, not started again.
+
+Every write carries the agent's fence on the placement revision the migration started from
+(``Agent.fence``): a cut-off source agent cannot move the placement or end the task.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from kumo.storage.volumes import VolumeError
 from kumo.store import keys
 from kumo.store.activity import event_op, finish_task
 from kumo.store.base import Compare, Delete, Put, StoreUnavailable
+from kumo.store.lease import Fence, Fenced
 from kumo.store.records import load, put
 
 if TYPE_CHECKING:
@@ -54,6 +58,7 @@ class Migrator:
         self.agent = agent
         self.lock = threading.Lock()
         self.migrating: set[str] = set()
+        self.placed: dict[str, int] = {}  # vm -> the placement revision its migration acts on
         self.moved_away: dict[str, int] = {}  # vm -> revision of its switch-over elsewhere
         self.probe: Callable[[str, int, str, float], float | None] = http.probe_link
         # asks the target's agent to make (POST) or remove (DELETE) a copied disk's file
@@ -99,11 +104,13 @@ class Migrator:
         with self.lock:
             return set(self.migrating), dict(self.moved_away)
 
-    def start(self, m: Migration) -> None:
+    def start(self, m: Migration, placed: int) -> None:
+        """Run ``m`` (once), its VM placed here at revision ``placed``."""
         with self.lock:
             if m.vm in self.migrating:
                 return
             self.migrating.add(m.vm)
+            self.placed[m.vm] = placed
         if self.agent.config.threaded:
             threading.Thread(
                 target=self._run, args=(m,), daemon=True, name=f"migrate-{m.vm}"
@@ -117,12 +124,32 @@ class Migrator:
                 self._cold(m)
             else:
                 self._live(m)
-        except StoreUnavailable as exc:
+        except (StoreUnavailable, Fenced) as exc:
             log.error("vm %s: migration bookkeeping failed: %s", m.vm, exc)
         finally:
             with self.lock:
                 self.migrating.discard(m.vm)
+                self.placed.pop(m.vm, None)
             self.agent.wake()
+
+    def _fence(self, vm: str) -> Fence:
+        with self.lock:
+            return self.agent.fence(vm, self.placed[vm])
+
+    def _commit(self, vm: str, compares: list[Compare], ops: list[Put | Delete]) -> int | None:
+        return self.agent._commit(self._fence(vm), compares, ops)
+
+    def _finish(
+        self,
+        m: Migration,
+        state: TaskState,
+        message: str,
+        progress: float | None = None,
+        migration: MigrationProgress | None = None,
+    ) -> None:
+        """Move the migration's task on, under the fence."""
+        fence = self._fence(m.vm).compares
+        finish_task(self.agent.store, m.task, state, message, progress, migration, fence=fence)
 
     # -- cold --------------------------------------------------------------------------
     def _cold(self, m: Migration) -> None:
@@ -133,7 +160,7 @@ class Migrator:
                 m, f"{m.vm} is {here.state} on {m.source}; cold migration moves a stopped VM"
             )
             return
-        finish_task(self.agent.store, m.task, TaskState.RUNNING, f"{m.source} -> {m.target}: cold")
+        self._finish(m, TaskState.RUNNING, f"{m.source} -> {m.target}: cold")
         try:
             if here is not None:
                 hv.undefine(m.vm)
@@ -207,7 +234,7 @@ class Migrator:
             if code != 200:
                 self._failed(m, f"{m.target} could not make the disk for the copy: {said}")
                 return
-        finish_task(agent.store, m.task, TaskState.RUNNING, f"{m.source} -> {m.target}: measuring")
+        self._finish(m, TaskState.RUNNING, f"{m.source} -> {m.target}: measuring")
         began = time.monotonic()
         seen = self.measure(m, spec[0], record)
         strategy = choose(m.policy, seen)
@@ -219,7 +246,8 @@ class Migrator:
             time.monotonic() - began,
             strategy.reason,
         )
-        agent.store.commit(
+        self._commit(
+            m.vm,
             [],
             [
                 event_op(
@@ -241,9 +269,8 @@ class Migrator:
             if time.monotonic() - last[0] >= 0.5:
                 last[0] = time.monotonic()
                 done = p.bytes_processed / p.bytes_total if p.bytes_total else 0.0
-                finish_task(
-                    agent.store,
-                    m.task,
+                self._finish(
+                    m,
                     TaskState.RUNNING,
                     f"{m.source} -> {m.target}: {strategy.name}, iteration {p.iteration}",
                     progress=min(done, 0.99),
@@ -255,7 +282,8 @@ class Migrator:
                     return Directive(abort=f"migration of {m.vm} to {m.target} cancelled")
             answer = governor.step(p)
             if answer.downtime_ms is not None:
-                agent.store.commit(
+                self._commit(
+                    m.vm,
                     [],
                     [
                         event_op(
@@ -308,11 +336,16 @@ class Migrator:
         return self.incoming(record, secret.value.decode(), method, vm)
 
     # -- a source host that died ---------------------------------------------------------
-    def adopt_orphans(self, migrations: dict[str, tuple[Migration, int]]) -> None:
+    def adopt_orphans(
+        self,
+        migrations: dict[str, tuple[Migration, int]],
+        placements: dict[str, tuple[Placement, int]],
+    ) -> None:
         """End, with the truth as this host sees it, a migration to this host whose source
         host has been dead for a while: nobody else can. The VM runs here (the switch-over
         happened): it is placed here. It does not: the migration failed, the VM stays placed
-        on its dead host (HA's to restart)."""
+        on its dead host (HA's to restart). Fenced on this agent's token and the placement
+        read with ``migrations``."""
         agent = self.agent
         here = agent.config.host
         mine = [(m, rev) for m, rev in migrations.values() if m.target == here]
@@ -347,14 +380,19 @@ class Migrator:
                 ]
                 state = TaskState.FAILED
                 message = f"{why}; {m.vm} did not arrive on {here} and stays placed on {m.source}"
-            if agent.store.commit([Compare(keys.MIGRATIONS + m.vm, rev)], ops) is not None:
-                finish_task(agent.store, m.task, state, message)
+            fence = agent.fence(m.vm, placements[m.vm][1] if m.vm in placements else 0)
+            done = agent._commit(fence, [Compare(keys.MIGRATIONS + m.vm, rev)], ops)
+            if done is not None:
+                if arrived:  # placed here by that very write
+                    fence = agent.fence(m.vm, done)
+                finish_task(agent.store, m.task, state, message, fence=fence.compares)
                 self.source_gone.pop(m.vm, None)
 
     # -- the end -----------------------------------------------------------------------
     def _done(self, m: Migration, final: MigrationProgress | None, how: str) -> None:
         agent = self.agent
-        rev = agent.store.commit(
+        rev = self._commit(
+            m.vm,
             [],
             [
                 put(keys.PLACEMENT + m.vm, Placement(host=m.target, at=agent.clock())),
@@ -367,6 +405,7 @@ class Migrator:
         with self.lock:
             # Set before the VM leaves `migrating`: a pass that read the old placement skips it.
             self.moved_away[m.vm] = rev or 0
+            self.placed[m.vm] = rev or 0  # our own write: what the rest of the end acts on
         agent.mem.last_status.pop(m.vm, None)
         if m.copy_storage:
             spec = load(agent.store, VMSpec, keys.VMS + m.vm)
@@ -382,7 +421,7 @@ class Migrator:
                 f"downtime {final.downtime_ms:.0f} ms, " if final.downtime_ms is not None else ""
             )
             summary += f" ({pause}{final.elapsed_s:.1f} s, {how})"
-        finish_task(agent.store, m.task, TaskState.SUCCEEDED, summary, migration=final)
+        self._finish(m, TaskState.SUCCEEDED, summary, migration=final)
 
     def _failed(
         self,
@@ -392,11 +431,12 @@ class Migrator:
         progress: MigrationProgress | None = None,
     ) -> None:
         agent = self.agent
-        agent.store.commit(
+        self._commit(
+            m.vm,
             [],
             [
                 Delete(keys.MIGRATIONS + m.vm),
                 event_op(agent.actor, f"vm/{m.vm}", "migration-" + state.value, reason),
             ],
         )
-        finish_task(agent.store, m.task, state, reason, migration=progress)
+        self._finish(m, state, reason, migration=progress)

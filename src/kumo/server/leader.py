@@ -1,7 +1,9 @@
 """Leader election among any number of `kumo server` replicas: the leader holds the key
 /kumo/leader under its lease. Not etcd's lock recipe: a plain create-if-absent on a leased
 key, renewed every second; a leader that cannot renew steps down before its lease can have
-expired anywhere else (it counts from before its last successful renewal)."""
+expired anywhere else (it counts from before its last successful renewal: ``LeaseKeeper``).
+The revision of the leader key is the leader's fencing token: every controller write compares
+it (``fence()``), so a deposed leader's writes are refused; one refusal and it steps down."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from collections.abc import Callable
 
 from kumo.store import keys
 from kumo.store.base import ClusterStore, Compare, LeaseExpired, Put, StoreUnavailable
+from kumo.store.lease import Fence, Fenced, LeaseKeeper
 
 log = logging.getLogger("kumo.leader")
 
@@ -27,51 +30,59 @@ class LeaderElector:
     ) -> None:
         self.store = store
         self.ident = ident
-        self.ttl = ttl
-        self.clock = clock
-        self.lease = 0
-        self.valid_until = 0.0  # by our own clock; past it we are not leader
+        self.keeper = LeaseKeeper(store, ttl, clock)
+        self.token = 0  # the leader key's mod revision while we hold it: our fencing token
+
+    @property
+    def lease(self) -> int:
+        return self.keeper.lease
 
     @property
     def is_leader(self) -> bool:
-        return self.lease != 0 and self.clock() < self.valid_until
+        return self.keeper.valid
+
+    def fence(self) -> Fence:
+        """The compare every leader write carries: the leader key is still the one we put.
+        :class:`Fenced` when we do not lead (by our own clock)."""
+        if not self.is_leader:
+            raise Fenced(f"leader {self.ident}: not leading; no leader writes")
+        return Fence(f"leader {self.ident}", (Compare(keys.LEADER, self.token),))
 
     def step(self) -> bool:
         """One round: renew if leading, else try to lead. Returns whether we lead."""
-        started = self.clock()
         try:
-            if self.lease:
-                self.store.keepalive(self.lease)
-                self.valid_until = started + self.ttl - 1
+            if self.keeper.lease:
+                self.keeper.renew()
                 return True
-            lease = self.store.grant(self.ttl)
-            if (
-                self.store.commit(
-                    [Compare(keys.LEADER, 0)], [Put(keys.LEADER, self.ident.encode(), lease)]
-                )
-                is None
-            ):
-                self.store.revoke(lease)
+            lease = self.keeper.grant()
+            rev = self.store.commit(
+                [Compare(keys.LEADER, 0)], [Put(keys.LEADER, self.ident.encode(), lease)]
+            )
+            if rev is None:
+                self.keeper.revoke()
                 return False
-            self.lease = lease
-            self.valid_until = started + self.ttl - 1
-            log.info("%s: leading", self.ident)
+            self.token = rev
+            log.info("%s: leading (token %d)", self.ident, rev)
             return True
         except LeaseExpired:
             log.warning("%s: lost the leader lease", self.ident)
-            self.lease = 0
+            self.keeper.drop()
             return False
         except StoreUnavailable as exc:
-            if self.lease and not self.is_leader:
+            if self.keeper.lease and not self.is_leader:
                 log.warning("%s: stepping down, cannot renew: %s", self.ident, exc)
-                self.lease = 0
+                self.keeper.drop()
             return self.is_leader
 
+    def step_down(self, why: str) -> None:
+        """Stop leading at once (a leader write was refused: someone else leads)."""
+        log.warning("%s: stepping down: %s", self.ident, why)
+        self.resign()
+
     def resign(self) -> None:
-        if self.lease:
-            with contextlib.suppress(StoreUnavailable):
-                self.store.revoke(self.lease)
-            self.lease = 0
+        with contextlib.suppress(StoreUnavailable, LeaseExpired):
+            self.keeper.revoke()
+        self.keeper.drop()
 
     def current(self) -> str | None:
         entry = self.store.get(keys.LEADER)
@@ -94,6 +105,8 @@ def run_elected(
                 work()
             except StoreUnavailable as exc:
                 log.warning("controllers: %s", exc)
+            except Fenced as exc:
+                elector.step_down(str(exc))
             stop.wait(period)
             continue
         stop.wait(poll)

@@ -56,7 +56,7 @@ def serve(
     service = ClusterService(store, policy=policy, view=cache)
     elector = LeaderElector(store, ident)
     stop = threading.Event()
-    controllers = Controllers(service)
+    controllers = Controllers(service, fence=elector.fence)
     threading.Thread(
         target=run_elected,
         args=(elector, controllers.run_once, stop),

@@ -22,6 +22,7 @@ from kumo.server.errors import Conflict, Invalid, NotFound
 from kumo.store import keys
 from kumo.store.activity import event_op, finish_task, new_task
 from kumo.store.base import Compare, Delete, Put
+from kumo.store.lease import NO_FENCE, Fence
 from kumo.store.records import decode, load, put
 
 if TYPE_CHECKING:
@@ -132,9 +133,11 @@ class Migrations:
         actor: str,
         cold: bool = False,
         override: MigrationOverride | None = None,
+        fence: Fence = NO_FENCE,
     ) -> Task:
         """Ask the VM's host to move it to ``to`` (or the scheduler's choice): live, or
-        ``cold`` for a stopped VM. Runs at once, or queues while the limits are reached."""
+        ``cold`` for a stopped VM. Runs at once, or queues while the limits are reached.
+        ``fence``: the leader's, when its maintenance controller asks."""
         if override is not None:
             _alone(override, "policy.")
         svc, view = self.svc, self.svc.view
@@ -203,6 +206,7 @@ class Migrations:
             task = task.model_copy(update={"message": f"queued: {wait}"})
         ok = svc._commit(
             [
+                *fence.compares,
                 Compare(keys.MIGRATIONS + name, 0),
                 Compare(keys.VMS + name, rev),
                 Compare(keys.PLACEMENT + name, pentry.mod_revision),
@@ -221,10 +225,11 @@ class Migrations:
             ],
         )
         if ok is None:
+            fence.check(svc.store)
             raise Conflict(f"vm {name} changed meanwhile; try again")
         return task
 
-    def start_queued(self, actor: str) -> list[str]:
+    def start_queued(self, actor: str, fence: Fence = NO_FENCE) -> list[str]:
         """The leader's pass over the queue: start queued migrations, oldest first, as the
         limits allow. Returns the VMs whose migration started."""
         view = self.svc.view
@@ -242,16 +247,20 @@ class Migrations:
                 continue
             go = m.model_copy(update={"state": "running"})
             ok = self.svc._commit(
-                [Compare(keys.MIGRATIONS + vm, rev)],
+                [*fence.compares, Compare(keys.MIGRATIONS + vm, rev)],
                 [
                     put(keys.MIGRATIONS + vm, go),
                     event_op(actor, f"vm/{vm}", "migrate", f"dequeued ({m.task})"),
                 ],
             )
-            if ok is not None:
+            if ok is None:
+                fence.check(self.svc.store)
+            else:
                 running.append(go)
                 started.append(vm)
-                finish_task(self.svc.store, m.task, TaskState.RUNNING, "starting")
+                finish_task(
+                    self.svc.store, m.task, TaskState.RUNNING, "starting", fence=fence.compares
+                )
         return started
 
     def cancel_task(self, task_id: str, actor: str) -> Task:
@@ -327,10 +336,11 @@ class Migrations:
                         )
         return tasks
 
-    def drain(self, actor: str) -> None:
+    def drain(self, actor: str, fence: Fence = NO_FENCE) -> None:
         """One pass of the maintenance controller: for each draining host, ask to migrate
         its running VMs (the queue keeps within the limits), record what cannot move, and
-        declare the host in maintenance once no running VM is left on it."""
+        declare the host in maintenance once no running VM is left on it. Every write
+        carries the leader's ``fence``."""
         svc = self.svc
         svc.view.sync()
         maint = svc.view.models(Maintenance, keys.MAINTENANCE)
@@ -349,7 +359,7 @@ class Migrations:
                 if vm in migrations:
                     continue
                 try:
-                    self.migrate(vm, None, actor)
+                    self.migrate(vm, None, actor, fence=fence)
                     if vm not in evacuated:
                         evacuated.append(vm)
                 except (Conflict, Invalid) as exc:
@@ -384,9 +394,16 @@ class Migrations:
             ops: list[Put | Delete] = [put(keys.MAINTENANCE + host, changed)]
             if state != m.state or message != m.message:
                 ops.append(event_op(actor, f"host/{host}", state.value, message))
-            if svc._commit([Compare(keys.MAINTENANCE + host, rev)], ops) is not None and (
-                state == MaintenanceState.MAINTENANCE
-            ):
-                finish_task(svc.store, m.task, TaskState.SUCCEEDED, f"host {host}: {message}")
+            ok = svc._commit([*fence.compares, Compare(keys.MAINTENANCE + host, rev)], ops)
+            if ok is None:
+                fence.check(svc.store)
+            if ok is not None and state == MaintenanceState.MAINTENANCE:
+                finish_task(
+                    svc.store,
+                    m.task,
+                    TaskState.SUCCEEDED,
+                    f"host {host}: {message}",
+                    fence=fence.compares,
+                )
             elif problems:
-                finish_task(svc.store, m.task, TaskState.RUNNING, message)
+                finish_task(svc.store, m.task, TaskState.RUNNING, message, fence=fence.compares)

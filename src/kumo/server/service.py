@@ -57,6 +57,7 @@ from kumo.store import keys
 from kumo.store.activity import event_op, new_task
 from kumo.store.base import ClusterStore, Compare, Delete, Put
 from kumo.store.cache import DirectView, StoreCache
+from kumo.store.lease import NO_FENCE, Fence
 from kumo.store.records import decode, load, load_all, put
 
 PLACEMENT_RETRIES = 20
@@ -537,8 +538,9 @@ class ClusterService:
                 out.append(Placed(demand(specs[v][0]), m.target))
         return out
 
-    def place_unplaced(self, actor: str) -> list[str]:
-        """Place every VM that has no host yet (the scheduler controller's pass)."""
+    def place_unplaced(self, actor: str, fence: Fence = NO_FENCE) -> list[str]:
+        """Place every VM that has no host yet (the scheduler controller's pass, under the
+        leader's ``fence``)."""
         self.view.sync()
         placements = self.view.models(Placement, keys.PLACEMENT)
         done = []
@@ -547,10 +549,15 @@ class ClusterService:
                 continue
             try:
                 self._place_and_commit(
-                    spec, [Compare(keys.VMS + name, rev)], [], actor, on_lost=lambda: None
+                    spec,
+                    [*fence.compares, Compare(keys.VMS + name, rev)],
+                    [],
+                    actor,
+                    on_lost=lambda: None,
                 )
                 done.append(name)
             except Conflict:
+                fence.check(self.store)
                 continue
         return done
 

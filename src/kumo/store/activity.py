@@ -7,6 +7,8 @@ for byte, on every run (tests/unit/test_clock.py).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from kumo.clock import SYSTEM_CLOCK, SYSTEM_IDS, Clock, Ids
 from kumo.model.activity import Event, MigrationProgress, Task, TaskState
 from kumo.store import keys
@@ -67,9 +69,11 @@ def finish_task(
     migration: MigrationProgress | None = None,
     *,
     clock: Clock = SYSTEM_CLOCK,
+    fence: Sequence[Compare] = (),
 ) -> bool:
     """Move a task to ``state`` (a final one, or RUNNING with progress) unless it is already
-    done; True when it changed."""
+    done; True when it changed. ``fence``: the writer's fencing compares (kumo.store.lease),
+    part of every try."""
     key = keys.TASKS + task_id
     for _ in range(5):
         entry = store.get(key)
@@ -88,6 +92,6 @@ def finish_task(
         changed = task.model_copy(update=update)
         if changed == task.model_copy(update={"updated_at": update["updated_at"]}):
             return False
-        if store.commit([Compare(key, entry.mod_revision)], [Put(key, encode(changed))]):
+        if store.commit([*fence, Compare(key, entry.mod_revision)], [Put(key, encode(changed))]):
             return True
     return False
