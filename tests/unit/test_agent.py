@@ -6,24 +6,26 @@ import pytest
 
 from kumo.agent.agent import Agent, AgentConfig
 from kumo.hypervisor.base import DomainState
+from kumo.hypervisor.domain import DomainConfig, config_digest
 from kumo.hypervisor.fake import FakeHypervisor
 from kumo.model.activity import Event, Task, TaskState
 from kumo.model.host import HostRecord, Image, Network, Pool
-from kumo.model.vm import Placement, Power, VMSpec, VMState, VMStatus
+from kumo.model.vm import Migration, Placement, Power, VMSpec, VMState, VMStatus
 from kumo.server.service import ClusterService
 from kumo.sim.cluster import vm_spec
 from kumo.storage.pool_identity import FakePoolIds
 from kumo.storage.volumes import FakeVolumes
 from kumo.store import keys
 from kumo.store.activity import new_task
+from kumo.store.base import Delete, Entry
 from kumo.store.memory import MemoryStore
 from kumo.store.records import decode, load, put
 
 
 class World:
-    def __init__(self, acpi: bool = True) -> None:
+    def __init__(self, acpi: bool = True, store: type[MemoryStore] = MemoryStore) -> None:
         self.now = 1000.0
-        self.store = MemoryStore(clock=lambda: self.now)
+        self.store = store(clock=lambda: self.now)
         self.hv = FakeHypervisor("h1", acpi=acpi)
         self.vols = FakeVolumes({"images/tg.qcow2"})
         self.pool_ids = FakePoolIds()
@@ -260,3 +262,160 @@ def test_a_guest_that_crashes_while_stopping_is_reported_crashed() -> None:
     assert w.states() == [DomainState.CRASHED]  # kept for the operator to look at
     assert w.status().state == VMState.CRASHED
     assert [e.message for e in w.events("state")][-1] == "stopping -> crashed"
+
+
+# -- strays and drift (agent/strays.py, agent/decide.py) ---------------------------------
+
+
+def place(w: World, host: str, vm: str = "web1") -> None:
+    w.store.commit([], [put(keys.PLACEMENT + vm, Placement(host=host, at=w.now))])
+
+
+def test_a_stray_domain_is_stopped_and_undefined_with_its_disk_kept() -> None:
+    w = World()
+    w.submit(w.spec())
+    w.agent.run_once()
+    assert w.states() == [DomainState.RUNNING]
+    place(w, "h2")  # the VM now belongs to h2 (HA restarted it there, say)
+    w.agent.run_once()
+    assert w.hv.domains() == []
+    assert w.vols.exists("/pool", "web1")  # on shared storage: h2's now
+    [claim] = w.events("stray")
+    assert claim.message == (
+        "stray domain of web1 (placed on h2) on h1: removing it (its disk is kept)"
+    )
+    [done] = w.events("stray-removed")
+    assert done.message == "stray domain of web1 (placed on h2) stopped and undefined on h1"
+    assert done.object == "vm/web1" and done.actor == "agent:h1"
+    w.agent.run_once()  # nothing left to do: no more events
+    assert len(w.events("stray-removed")) == 1
+
+
+def test_a_stopped_stray_is_undefined() -> None:
+    w = World()
+    w.submit(w.spec(power=Power.STOPPED))
+    w.agent.run_once()
+    assert w.states() == [DomainState.SHUTOFF]
+    place(w, "h2")
+    w.agent.run_once()
+    assert w.hv.domains() == []
+    [done] = w.events("stray-removed")
+    assert done.message == "stray domain of web1 (placed on h2) undefined on h1"
+
+
+@pytest.mark.parametrize(("source", "target"), [("h2", "h1"), ("h1", "h2")])
+def test_a_domain_migrating_to_or_from_here_is_not_stray(source: str, target: str) -> None:
+    w = World()
+    w.submit(w.spec())
+    w.agent.run_once()
+    place(w, "h2")
+    # queued, so that this agent does not run it: only the record protects the domain
+    m = Migration(vm="web1", source=source, target=target, task="t1", state="queued", started_at=0)
+    w.store.commit([], [put(keys.MIGRATIONS + "web1", m)])
+    w.agent.run_once()
+    assert w.states() == [DomainState.RUNNING]
+    assert w.events("stray") == []
+
+
+def test_a_domain_whose_vm_is_unplaced_or_gone_is_left_alone() -> None:
+    w = World()
+    w.submit(w.spec())
+    w.agent.run_once()
+    w.store.commit([], [Delete(keys.PLACEMENT + "web1")])
+    w.agent.run_once()
+    w.store.commit([], [Delete(keys.VMS + "web1")])
+    w.agent.run_once()
+    assert w.states() == [DomainState.RUNNING]
+    assert w.events("stray") == [] and w.events("stray-removed") == []
+
+
+def test_a_domain_kumo_does_not_own_is_never_touched() -> None:
+    w = World()
+    w.hv.define(
+        DomainConfig(
+            "web1", "6b756d6f-0000-4000-8000-0000000000ff", "qemu", 1, 64, (), (), owner="someone"
+        )
+    )
+    w.hv.start("web1")
+    w.store.commit([], [put(keys.VMS + "web1", w.spec())])
+    place(w, "h2")
+    w.agent.run_once()
+    assert w.states() == [DomainState.RUNNING]
+
+
+class StalePlacements(MemoryStore):
+    """A store whose placement listing is an old snapshot, as a pass that read placements
+    just before a migration's switch-over committed sees them."""
+
+    stale: list[Entry] | None = None
+
+    def range(self, prefix: str) -> list[Entry]:
+        if prefix == keys.PLACEMENT and self.stale is not None:
+            return self.stale
+        return super().range(prefix)
+
+
+def test_a_stale_placement_is_checked_again_before_a_domain_is_removed() -> None:
+    w = World(store=StalePlacements)
+    store = w.store
+    assert isinstance(store, StalePlacements)
+    w.submit(w.spec())
+    w.agent.run_once()
+    place(w, "h2")
+    store.stale = store.range(keys.PLACEMENT)  # "placed on h2, no migration"...
+    place(w, "h1")  # ...but the move to h1 ended before the domains were listed
+    w.agent.run_once()
+    assert w.states() == [DomainState.RUNNING]
+    assert w.events("stray") == []
+
+
+def test_a_drifted_definition_is_defined_again_for_the_next_boot() -> None:
+    w = World()
+    w.submit(w.spec())
+    w.agent.run_once()
+    boots = w.hv.boots("web1")
+    defines = len(w.events("define"))
+    w.agent.run_once()  # nothing drifted: nothing defined
+    assert len(w.events("define")) == defines
+    bigger = w.spec(memory_mib=1024)
+    w.store.commit([], [put(keys.VMS + "web1", bigger)])
+    w.agent.run_once()
+    [dom] = w.hv.domains()
+    pool = Pool(name="shared", kind="shared-dir", path="/pool")
+    assert dom.digest == config_digest(w.agent.domain_config(bigger, pool))
+    assert dom.state == DomainState.RUNNING and w.hv.boots("web1") == boots  # not restarted
+    assert len(w.events("define")) == defines + 1
+    [notice] = [e for e in w.events("notice") if "drifted" in e.message]
+    assert notice.message == (
+        "its definition drifted from the spec: defined again "
+        "(the running guest gets it at its next boot)"
+    )
+    w.agent.run_once()  # defined once, not on every pass
+    assert len(w.events("define")) == defines + 1
+
+
+class MigrationStartsMidCheck(MemoryStore):
+    """A store in which a migration of web1 is recorded right after the agent, checking a
+    stray, read its (still absent) migration record."""
+
+    armed = False
+
+    def get(self, key: str) -> Entry | None:
+        if self.armed and key == keys.PLACEMENT + "web1":
+            self.armed = False
+            m = Migration(vm="web1", source="h2", target="h1", task="t1", started_at=0)
+            self.commit([], [put(keys.MIGRATIONS + "web1", m)])
+        return super().get(key)
+
+
+def test_a_stray_is_claimed_only_while_no_migration_of_it_began() -> None:
+    w = World(store=MigrationStartsMidCheck)
+    store = w.store
+    assert isinstance(store, MigrationStartsMidCheck)
+    w.submit(w.spec())
+    w.agent.run_once()
+    place(w, "h2")
+    store.armed = True
+    w.agent.run_once()
+    assert w.states() == [DomainState.RUNNING]  # the claim was refused: nothing removed
+    assert w.events("stray") == [] and w.events("stray-removed") == []

@@ -129,6 +129,39 @@ def test_desired_stopped_leaves_a_domain_that_is_not_running_alone(
         assert acts(spec(power=Power.STOPPED, stop_mode=mode), seen(state)) == expected
 
 
+# -- a drifted definition ---------------------------------------------------------------
+
+
+def drifted(state: DomainState, want: str | None = "sha256:new") -> Observed:
+    return Observed(Domain("web1", spec().uuid, state, "web1", "sha256:old"), True, 0, None, want)
+
+
+def test_a_drifted_running_domain_is_defined_again_for_its_next_boot() -> None:
+    d = decide(spec(), drifted(DomainState.RUNNING), NOW)
+    assert d == Decision(
+        (A.DEFINE,),
+        "its definition drifted from the spec: defined again "
+        "(the running guest gets it at its next boot)",
+    )
+
+
+def test_a_drifted_stopped_domain_is_defined_again_before_it_starts() -> None:
+    d = decide(spec(), drifted(DomainState.SHUTOFF), NOW)
+    assert d == Decision((A.DEFINE, A.START), "its definition drifted from the spec: defined again")
+    crashed = decide(spec(), drifted(DomainState.CRASHED), NOW)
+    assert crashed.actions == (A.DEFINE, A.START)
+    assert crashed.message == (
+        "its definition drifted from the spec: defined again; "
+        "the guest crashed (its QEMU ended unexpectedly): started again"
+    )
+
+
+def test_no_drift_without_a_digest_to_compare_nor_when_deleting() -> None:
+    assert acts(spec(), drifted(DomainState.RUNNING, want=None)) == ()
+    assert acts(spec(), drifted(DomainState.RUNNING, want="sha256:old")) == ()
+    assert A.DEFINE not in acts(spec(deleting=True), drifted(DomainState.RUNNING))
+
+
 # -- the state reported ------------------------------------------------------------------
 
 

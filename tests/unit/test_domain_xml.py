@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 import libvirt
 import pytest
 
-from kumo.hypervisor.domain import DiskConfig, DomainConfig, NicConfig, domain_xml, owned_by_kumo
+from kumo.hypervisor.domain import (
+    DiskConfig,
+    DomainConfig,
+    NicConfig,
+    config_digest,
+    domain_xml,
+    kumo_metadata,
+    owned_by_kumo,
+)
 
 GOLDEN = Path(__file__).parent.parent / "golden"
 
@@ -71,3 +80,26 @@ def test_domain_xml_defines_on_libvirt_and_round_trips_ownership() -> None:
     finally:
         conn.close()
     assert owned_by_kumo("<domain><name>x</name></domain>") is None
+
+
+def test_digest_follows_the_generated_xml_and_survives_libvirt() -> None:
+    """The drift check's input (agent/decide.py): the digest changes with the definition, not
+    otherwise, and libvirt keeps it; a running domain redefined shows the new one in its
+    persistent (inactive) XML, the old one live until its next boot."""
+    bigger = dataclasses.replace(CFG, memory_mib=512)
+    assert config_digest(CFG) == config_digest(dataclasses.replace(CFG))
+    assert config_digest(bigger) != config_digest(CFG)
+    assert kumo_metadata(domain_xml(CFG)) == ("web1", config_digest(CFG))
+    conn = libvirt.open("test:///default")
+    try:
+        dom = conn.defineXML(domain_xml(CFG))
+        dom.create()
+        conn.defineXML(domain_xml(bigger))
+        inactive = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        assert kumo_metadata(inactive) == ("web1", config_digest(bigger))
+        assert kumo_metadata(dom.XMLDesc(0)) == ("web1", config_digest(CFG))
+        dom.destroy()
+        dom.undefine()
+    finally:
+        conn.close()
+    assert kumo_metadata("<domain><name>x</name></domain>") == (None, "")

@@ -7,9 +7,10 @@ placed on its host real in libvirt.
   revision (this agent's token) and, for a VM, the placement revision the agent acted on. A
   cut-off or replaced agent, or one whose VM was placed elsewhere, is refused by the store;
 - ``run_once()`` is one level-triggered pass over the VMs placed here: read spec, placement
-  and libvirt, :func:`decide`, act, report status, finish tasks. The daemon calls it in a
-  loop woken by etcd watches and libvirt events, with a periodic resync; tests and the
-  simulator call it directly.
+  and libvirt, :func:`decide`, act, report status, finish tasks; then stop and undefine
+  the kumo domains here whose VM is placed on another host (strays.py). The daemon calls
+  it in a loop woken by etcd watches and libvirt events, with a periodic resync; tests and
+  the simulator call it directly.
 
 Restarting the agent changes nothing that runs: a running domain that matches its spec
 needs no action, so it is adopted as it is.
@@ -28,6 +29,7 @@ from typing import Literal
 
 from kumo.agent.decide import Action, Observed, decide, report
 from kumo.agent.migrator import Migrator
+from kumo.agent.strays import Seen, Verdict, judge, strays
 from kumo.hypervisor.base import (
     Domain,
     DomainState,
@@ -35,7 +37,7 @@ from kumo.hypervisor.base import (
     Hypervisor,
     HypervisorError,
 )
-from kumo.hypervisor.domain import CPUConfig, DiskConfig, DomainConfig, NicConfig
+from kumo.hypervisor.domain import CPUConfig, DiskConfig, DomainConfig, NicConfig, config_digest
 from kumo.model.activity import TaskState
 from kumo.model.cpu import CLUSTER_DEFAULT, ClusterCPU, CPUDef
 from kumo.model.host import HostRecord, Image, Network, Pool
@@ -76,6 +78,7 @@ class _Memory:
     reboot_done: dict[str, int] = field(default_factory=dict)
     last_status: dict[str, VMStatus] = field(default_factory=dict)
     pool_problems: dict[str, str] = field(default_factory=dict)  # pool -> why unavailable
+    unknown_domains: set[str] = field(default_factory=set)  # kumo domains of no placed VM: logged
 
 
 class Agent:
@@ -365,6 +368,7 @@ class Agent:
         self.migrator.sample(
             [n for n in mine if n in domains and domains[n].state == DomainState.RUNNING]
         )
+        self._remove_strays(list(domains.values()), specs, placements, migrations)
 
     def _reconcile(
         self, spec: VMSpec, rev: int, dom: Domain | None, status: VMStatus | None, fence: Fence
@@ -382,6 +386,7 @@ class Agent:
             disk_exists=self.volumes.exists(pool.path, name),
             reboot_done=self.mem.reboot_done[name],
             stop_since=self.mem.stop_since.get(name),
+            want_digest=self._want_digest(spec, pool) if dom is not None else None,
         )
         decision = decide(spec, seen, self.clock())
         for action in decision.actions:
@@ -408,6 +413,73 @@ class Agent:
                 f"{name}: {state}",
                 fence=fence.compares,
             )
+
+    def _want_digest(self, spec: VMSpec, pool: Pool) -> str | None:
+        """The digest of the definition the agent would make now (None: it cannot make one,
+        a network is missing; defining would fail and say so)."""
+        try:
+            return config_digest(self.domain_config(spec, pool))
+        except HypervisorError:
+            return None
+
+    # -- strays ----------------------------------------------------------------------
+    def _remove_strays(
+        self,
+        domains: list[Domain],
+        specs: dict[str, tuple[VMSpec, int]],
+        placements: dict[str, tuple[Placement, int]],
+        migrations: dict[str, tuple[Migration, int]],
+    ) -> None:
+        """Stop and undefine each kumo domain here whose VM is placed on another host
+        (strays.py), its disk untouched. Judged on this pass's snapshot, then again on fresh
+        reads, and claimed by a commit that holds only while the migration record and the
+        placement are still as read: a move that ends meanwhile is never taken for a stray."""
+        host = self.config.host
+        moving, moved = self.migrator.snapshot()
+        snapshot = {
+            vm: _seen(migrations.get(vm), placements.get(vm), vm in specs)
+            for vm in {d.kumo_vm for d in domains if d.kumo_vm}
+        }
+        by_name = {d.name: d for d in domains}
+        found = strays(host, domains, snapshot, frozenset(moving), moved)
+        unknown = {s.domain for s in found if s.verdict == Verdict.UNKNOWN}
+        for stray in found:
+            if stray.verdict == Verdict.UNKNOWN:
+                if stray.domain not in self.mem.unknown_domains:
+                    log.warning("%s", stray.message(host))  # once, not on every pass
+                continue
+            try:
+                self._remove_stray(stray.vm, by_name[stray.domain])
+            except Fenced as exc:
+                self.fence().check(self.store)  # our own token gone: the pass ends here
+                log.info("vm %s: not a stray after all (%s)", stray.vm, exc)
+            except HypervisorError as exc:
+                log.error("vm %s: stray domain on %s not removed: %s", stray.vm, host, exc)
+        self.mem.unknown_domains = unknown
+
+    def _remove_stray(self, vm: str, dom: Domain) -> None:
+        migration = load(self.store, Migration, keys.MIGRATIONS + vm)  # first: see strays.py
+        placed = load(self.store, Placement, keys.PLACEMENT + vm)
+        fresh = _seen(migration, placed, self.store.get(keys.VMS + vm) is not None)
+        moving, moved = self.migrator.snapshot()
+        stray = judge(self.config.host, dom, fresh, frozenset(moving), moved)
+        if stray is None or stray.verdict != Verdict.STRAY:
+            return
+        host, done = self.config.host, stray.message(self.config.host)
+        claim = f"stray domain of {vm} (placed on {stray.placed_on}) on {host}: removing it"
+        claimed = self._commit(
+            self.fence(vm, fresh.placement_rev),
+            [Compare(keys.MIGRATIONS + vm, migration[1] if migration else 0)],
+            [event_op(self.actor, f"vm/{vm}", "stray", claim + " (its disk is kept)")],
+        )
+        if claimed is None:  # a migration of it began or ended meanwhile: judged next pass
+            return
+        if stray.running:
+            self.hv.destroy(dom.name)
+        self.hv.undefine(dom.name)
+        log.warning("%s", done)
+        self.mem.last_status.pop(vm, None)
+        self._commit(self.fence(), [], [event_op(self.actor, f"vm/{vm}", "stray-removed", done)])
 
     def _goal_reached(self, spec: VMSpec, state: VMState) -> bool:
         want = VMState.RUNNING if spec.power == Power.RUNNING else VMState.STOPPED
@@ -546,6 +618,18 @@ class Agent:
             )
         for m in (self.mem.stop_since, self.mem.reboot_done, self.mem.last_status):
             m.pop(name, None)
+
+
+def _seen(
+    migration: tuple[Migration, int] | None, placed: tuple[Placement, int] | None, exists: bool
+) -> Seen:
+    """What strays.py needs to know of a VM, from its records."""
+    return Seen(
+        placed_on=placed[0].host if placed else None,
+        placement_rev=placed[1] if placed else 0,
+        migration=(migration[0].source, migration[0].target) if migration else None,
+        exists=exists,
+    )
 
 
 def cpu_config(spec: VMSpec) -> CPUConfig:

@@ -4,6 +4,8 @@ shows and the clock. The agent carries the actions out and reports the resulting
 Rules (tests/unit/test_agent_decide.py):
 - deleting: force off, undefine, remove the disk, then forget the VM (in that order);
 - the disk and the persistent domain are made before anything else;
+- a domain whose definition drifted (its recorded config digest is not the one of the config
+  the agent would define now) is defined again; a running guest gets it at its next boot;
 - desired running: start a domain that is off or crashed; reboot when the spec's reboot
   generation is ahead of the last one done (ACPI, or a hard reset when asked);
 - desired stopped: ACPI shutdown once, then force off after ``stop_timeout_s``; a forced
@@ -39,6 +41,8 @@ class Observed:
     disk_exists: bool
     reboot_done: int  # the reboot generation last carried out
     stop_since: float | None  # when we asked the guest to shut down, if we did
+    # config_digest of the definition the agent would make now; None: not compared
+    want_digest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,32 +68,46 @@ def decide(spec: VMSpec, seen: Observed, now: float) -> Decision:
     acts = []
     if not seen.disk_exists:
         acts.append(Action.CREATE_DISK)
+    drift = ""
     if dom is None:
         acts.append(Action.DEFINE)
+    elif seen.want_digest is not None and dom.digest != seen.want_digest:
+        acts.append(Action.DEFINE)
+        drift = "its definition drifted from the spec: defined again" + (
+            " (the running guest gets it at its next boot)" if state == DomainState.RUNNING else ""
+        )
+    power = _power(spec, seen, state, now)
+    message = "; ".join(m for m in (drift, power.message) if m)
+    return Decision((*acts, *power.actions), message)
+
+
+def _power(spec: VMSpec, seen: Observed, state: DomainState, now: float) -> Decision:
+    """What the spec's power state asks of a domain in ``state``."""
     if spec.power == Power.RUNNING:
         if state in (DomainState.SHUTOFF, DomainState.CRASHED):
-            acts.append(Action.START)
             if state == DomainState.CRASHED:
                 return Decision(
-                    tuple(acts), "the guest crashed (its QEMU ended unexpectedly): started again"
+                    (Action.START,),
+                    "the guest crashed (its QEMU ended unexpectedly): started again",
                 )
-        elif state == DomainState.RUNNING and spec.reboot_generation > seen.reboot_done:
-            acts.append(Action.RESET if spec.reboot_mode == "reset" else Action.REBOOT)
-        return Decision(tuple(acts))
+            return Decision((Action.START,))
+        if state == DomainState.RUNNING and spec.reboot_generation > seen.reboot_done:
+            return Decision((Action.RESET if spec.reboot_mode == "reset" else Action.REBOOT,))
+        return Decision(())
 
     if state in (DomainState.RUNNING, DomainState.OTHER):
         if spec.stop_mode == "force":
-            acts.append(Action.DESTROY)
-            return Decision(tuple(acts), "powered off at once (forced stop), no ACPI shutdown")
-        if seen.stop_since is None:
-            acts.append(Action.SHUTDOWN)
-        elif now - seen.stop_since >= spec.stop_timeout_s:
-            acts.append(Action.DESTROY)
             return Decision(
-                tuple(acts),
+                (Action.DESTROY,), "powered off at once (forced stop), no ACPI shutdown"
+            )
+        if seen.stop_since is None:
+            return Decision((Action.SHUTDOWN,))
+        if now - seen.stop_since >= spec.stop_timeout_s:
+            return Decision(
+                (Action.DESTROY,),
                 f"the guest ignored the ACPI shutdown for {spec.stop_timeout_s} s: forced off",
             )
-    return Decision(tuple(acts))
+    return Decision(())
 
 
 def report(spec: VMSpec, dom: Domain | None, stop_pending: bool) -> VMState:

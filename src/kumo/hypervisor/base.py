@@ -33,6 +33,9 @@ class Domain:
     uuid: str
     state: DomainState
     kumo_vm: str | None  # the kumo VM it belongs to, from its metadata; None: not ours
+    # config_digest of the persistent definition (its metadata; "" when it has none): the
+    # agent redefines a domain whose digest is not the one it would define now
+    digest: str = ""
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ tests/unit/test_domain_xml.py and defined on libvirt's test:///default driver)."
 
 from __future__ import annotations
 
+import hashlib
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Literal
@@ -65,11 +66,23 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) ->
 
 
 def domain_xml(cfg: DomainConfig) -> str:
+    """The definition; its kumo metadata carries :func:`config_digest` of ``cfg``."""
+    return _render(cfg, config_digest(cfg))
+
+
+def config_digest(cfg: DomainConfig) -> str:
+    """A stable digest of the XML kumo generates for ``cfg`` (less the digest itself): the
+    agent redefines a domain whose recorded digest differs from the one it would define."""
+    return "sha256:" + hashlib.sha256(_render(cfg, "").encode()).hexdigest()[:32]
+
+
+def _render(cfg: DomainConfig, digest: str) -> str:
     dom = ET.Element("domain", {"type": cfg.domain_type})
     _sub(dom, "name", cfg.name)
     _sub(dom, "uuid", cfg.uuid)
     meta = _sub(dom, "metadata")
-    _sub(meta, f"{{{KUMO_XMLNS}}}vm", name=cfg.name, owner=cfg.owner)
+    owner = {"name": cfg.name, "owner": cfg.owner} | ({"digest": digest} if digest else {})
+    _sub(meta, f"{{{KUMO_XMLNS}}}vm", **owner)
     _sub(dom, "memory", str(cfg.memory_mib), unit="MiB")
     _sub(dom, "vcpu", str(cfg.vcpus))
     os_el = _sub(dom, "os")
@@ -121,6 +134,11 @@ def _cpu(dom: ET.Element, c: CPUConfig) -> None:
 
 def owned_by_kumo(xml: str) -> str | None:
     """The kumo VM name recorded in a domain's XML, or None for domains kumo does not own."""
-    root = ET.fromstring(xml)
-    el = root.find(f"metadata/{{{KUMO_XMLNS}}}vm")
-    return el.get("name") if el is not None else None
+    return kumo_metadata(xml)[0]
+
+
+def kumo_metadata(xml: str) -> tuple[str | None, str]:
+    """The kumo VM name (None: not kumo's) and the config digest ("" when none) recorded in
+    a domain's XML."""
+    el = ET.fromstring(xml).find(f"metadata/{{{KUMO_XMLNS}}}vm")
+    return (el.get("name"), el.get("digest", "")) if el is not None else (None, "")

@@ -15,7 +15,7 @@ from kumo.hypervisor.base import (
     MigrationCancelled,
     MigrationTarget,
 )
-from kumo.hypervisor.domain import DomainConfig
+from kumo.hypervisor.domain import DomainConfig, config_digest
 from kumo.model.activity import MigrationProgress
 from kumo.model.cpu import CPUDef
 from kumo.model.migration import Strategy
@@ -108,7 +108,9 @@ class FakeHypervisor:
     def domains(self) -> list[Domain]:
         self._check()
         return [
-            Domain(n, d.config.uuid, d.state, d.config.name if d.config.owner == "kumo" else None)
+            Domain(n, d.config.uuid, d.state, d.config.name, config_digest(d.config))
+            if d.config.owner == "kumo"
+            else Domain(n, d.config.uuid, d.state, None)
             for n, d in sorted(self._doms.items())
         ]
 

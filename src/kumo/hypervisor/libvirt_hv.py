@@ -24,7 +24,7 @@ from kumo.hypervisor.base import (
     MigrationCancelled,
     MigrationTarget,
 )
-from kumo.hypervisor.domain import DomainConfig, domain_xml, owned_by_kumo
+from kumo.hypervisor.domain import DomainConfig, domain_xml, kumo_metadata
 from kumo.model.activity import MigrationProgress
 from kumo.model.cpu import CPUDef
 from kumo.model.migration import Strategy
@@ -361,12 +361,16 @@ class LibvirtHypervisor:
             out = []
             for d in doms:
                 state, reason = d.state()
+                # the persistent definition: a redefined running domain keeps its old live
+                # XML (and digest) until it next boots
+                vm, digest = kumo_metadata(d.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
                 out.append(
                     Domain(
                         name=d.name(),
                         uuid=d.UUIDString(),
                         state=_state(state, reason),
-                        kumo_vm=owned_by_kumo(d.XMLDesc(0)),
+                        kumo_vm=vm,
+                        digest=digest,
                     )
                 )
             return out
