@@ -10,7 +10,7 @@ from kumo.hypervisor.domain import DomainConfig, config_digest
 from kumo.hypervisor.fake import FakeHypervisor
 from kumo.model.activity import Event, Task, TaskState
 from kumo.model.host import HostRecord, Image, Network, Pool
-from kumo.model.vm import Migration, Placement, Power, VMSpec, VMState, VMStatus
+from kumo.model.vm import Migration, MigrationState, Placement, Power, VMSpec, VMState, VMStatus
 from kumo.server.service import ClusterService
 from kumo.sim.cluster import vm_spec
 from kumo.storage.pool_identity import FakePoolIds
@@ -105,7 +105,9 @@ def test_registers_host_under_a_lease() -> None:
     w = World()
     host = load(w.store, HostRecord, keys.HOSTS + "h1")
     assert host is not None and host[0].pools == ("shared",) and host[0].networks == ("public",)
-    assert w.store.get(keys.ALIVE + "h1") is not None
+    alive = w.store.get(keys.ALIVE + "h1")
+    assert alive is not None and decode(HostRecord, alive) == host[0]  # as store/keys.py says
+    assert w.agent.token == alive.mod_revision  # the agent's fencing token
     w.now += 10  # no keep-alive: the lease expires, the host is no longer alive
     assert w.store.get(keys.ALIVE + "h1") is None
     w.agent.keepalive()  # registers again
@@ -310,7 +312,14 @@ def test_a_domain_migrating_to_or_from_here_is_not_stray(source: str, target: st
     w.agent.run_once()
     place(w, "h2")
     # queued, so that this agent does not run it: only the record protects the domain
-    m = Migration(vm="web1", source=source, target=target, task="t1", state="queued", started_at=0)
+    m = Migration(
+        vm="web1",
+        source=source,
+        target=target,
+        task="t1",
+        state=MigrationState.QUEUED,
+        started_at=0,
+    )
     w.store.commit([], [put(keys.MIGRATIONS + "web1", m)])
     w.agent.run_once()
     assert w.states() == [DomainState.RUNNING]

@@ -12,7 +12,7 @@ import pytest
 from kumo.agent.agent import Agent
 from kumo.hypervisor.base import Domain, DomainState
 from kumo.model.activity import TaskState
-from kumo.model.vm import Migration, Placement, Power, VMSpec, VMState
+from kumo.model.vm import Migration, MigrationState, Placement, Power, VMSpec, VMState
 from kumo.server.controllers import Controllers
 from kumo.server.leader import LeaderElector, run_elected
 from kumo.server.schemas import VMCreate
@@ -50,7 +50,14 @@ def test_the_keeper_says_lost_before_the_store_can_expire_the_lease() -> None:
 
 def _queued(store: MemoryStore) -> None:
     task = new_task("vm.migrate", "vm/web1", "t", 0.0)
-    m = Migration(vm="web1", task=task.id, source="h1", target="h2", state="queued", started_at=0)
+    m = Migration(
+        vm="web1",
+        task=task.id,
+        source="h1",
+        target="h2",
+        state=MigrationState.QUEUED,
+        started_at=0,
+    )
     store.commit([], [put(keys.MIGRATIONS + "web1", m), put(keys.TASKS + task.id, task)])
 
 

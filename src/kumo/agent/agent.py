@@ -41,7 +41,15 @@ from kumo.hypervisor.domain import CPUConfig, DiskConfig, DomainConfig, NicConfi
 from kumo.model.activity import TaskState
 from kumo.model.cpu import CLUSTER_DEFAULT, ClusterCPU, CPUDef
 from kumo.model.host import HostRecord, Image, Network, Pool
-from kumo.model.vm import Migration, Placement, Power, VMSpec, VMState, VMStatus
+from kumo.model.vm import (
+    Migration,
+    MigrationState,
+    Placement,
+    Power,
+    VMSpec,
+    VMState,
+    VMStatus,
+)
 from kumo.provision.cloudinit import nocloud
 from kumo.scheduler.cpu import baseline_inputs, digest, stale
 from kumo.storage.pool_identity import DirPoolIds, PoolIds, check_shared_pool
@@ -337,7 +345,7 @@ class Agent:
         mine = sorted(n for n, (p, _) in placements.items() if p.host == self.config.host)
         migrations = load_all(self.store, Migration, keys.MIGRATIONS)
         for name, (m, _) in migrations.items():
-            if m.source == self.config.host and name in mine and m.state == "running":
+            if m.source == self.config.host and name in mine and m.state == MigrationState.RUNNING:
                 self.migrator.start(m, placements[name][1])
         self.migrator.adopt_orphans(migrations, placements)
         # A VM on the move belongs to its migration, not to the reconcile loop: re-creating

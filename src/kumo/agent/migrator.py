@@ -33,7 +33,7 @@ from kumo.hypervisor.base import (
 )
 from kumo.model.activity import MigrationProgress, TaskState
 from kumo.model.host import HostRecord, Pool
-from kumo.model.vm import Migration, Placement, VMSpec
+from kumo.model.vm import Migration, MigrationState, Placement, VMSpec
 from kumo.storage.volumes import VolumeError
 from kumo.store import keys
 from kumo.store.activity import event_op, finish_task
@@ -357,7 +357,7 @@ class Migrator:
         alive = {e.key[len(keys.ALIVE) :] for e in agent.store.range(keys.ALIVE)}
         now = self.clock()
         for m, rev in mine:
-            if m.source in alive or m.state != "running":
+            if m.source in alive or m.state != MigrationState.RUNNING:
                 self.source_gone.pop(m.vm, None)
                 continue
             if now - self.source_gone.setdefault(m.vm, now) < ORPHAN_GRACE_S:

@@ -98,6 +98,11 @@ class Placement(Frozen):
     at: float
 
 
+class MigrationState(StrEnum):
+    QUEUED = "queued"  # waiting for the cluster's migration limits
+    RUNNING = "running"  # the source host's agent drives it
+
+
 class Migration(Frozen):
     """A migration asked for: queued until the cluster's limits let it run, then driven by
     the source host's agent, which removes the record when it ends."""
@@ -108,7 +113,7 @@ class Migration(Frozen):
     target: Name
     mode: Literal["live", "cold"] = "live"  # cold: a stopped VM changes host
     copy_storage: bool = False  # the disk is host-local: copied to the target as it moves
-    state: Literal["queued", "running"] = "running"
+    state: MigrationState = MigrationState.RUNNING
     policy: MigrationPolicy = MigrationPolicy()  # effective: cluster, VM, this request
     cancel: bool = False  # set by `kumo task cancel`; the source agent aborts the job
     started_at: float

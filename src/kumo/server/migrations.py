@@ -15,7 +15,15 @@ from kumo.model.migration import (
     MigrationSettings,
     effective,
 )
-from kumo.model.vm import Migration, Placement, Power, VMSpec, VMState, VMStatus
+from kumo.model.vm import (
+    Migration,
+    MigrationState,
+    Placement,
+    Power,
+    VMSpec,
+    VMState,
+    VMStatus,
+)
 from kumo.scheduler.demand import demand
 from kumo.scheduler.placement import Chosen, place, usage_of
 from kumo.server.errors import Conflict, Invalid, NotFound
@@ -190,7 +198,9 @@ class Migrations:
         policy = _over(beneath, override, "the cluster's and the VM's policy", "policy.")
         task = new_task("vm.migrate", f"vm/{name}", actor, svc.clock())
         running = [m for m, _ in view.models(Migration, keys.MIGRATIONS).values()]
-        wait = _slots([m for m in running if m.state == "running"], settings, source, result.host)
+        wait = _slots(
+            [m for m in running if m.state == MigrationState.RUNNING], settings, source, result.host
+        )
         m = Migration(
             vm=name,
             task=task.id,
@@ -198,7 +208,7 @@ class Migrations:
             target=result.host,
             mode="cold" if cold else "live",
             copy_storage=local,
-            state="queued" if wait else "running",
+            state=MigrationState.QUEUED if wait else MigrationState.RUNNING,
             policy=policy,
             started_at=svc.clock(),
         )
@@ -235,17 +245,19 @@ class Migrations:
         view = self.svc.view
         view.sync()
         found = view.models(Migration, keys.MIGRATIONS)
-        queued = sorted((m.started_at, v) for v, (m, _) in found.items() if m.state == "queued")
+        queued = sorted(
+            (m.started_at, v) for v, (m, _) in found.items() if m.state == MigrationState.QUEUED
+        )
         if not queued:
             return []
         settings = self.settings()
-        running = [m for m, _ in found.values() if m.state == "running"]
+        running = [m for m, _ in found.values() if m.state == MigrationState.RUNNING]
         started = []
         for _, vm in queued:
             m, rev = found[vm]
             if _slots(running, settings, m.source, m.target) is not None:
                 continue
-            go = m.model_copy(update={"state": "running"})
+            go = m.model_copy(update={"state": MigrationState.RUNNING})
             ok = self.svc._commit(
                 [*fence.compares, Compare(keys.MIGRATIONS + vm, rev)],
                 [
@@ -275,7 +287,7 @@ class Migrations:
         if found is None or found[0].task != task_id:
             raise Conflict(f"task {task_id} is finishing; it can no longer be cancelled")
         m, mrev = found
-        if m.state == "queued":
+        if m.state == MigrationState.QUEUED:
             # Nobody works on it yet: cancelling is removing it.
             ops: list[Put | Delete] = [Delete(keys.MIGRATIONS + vm)]
             ops += svc._cancel_ops(task_id, f"cancelled while queued; {vm} stays on {m.source}")

@@ -1,7 +1,10 @@
 """Where each record lives in the store. One place, so the layout can be read at a glance.
 
 /kumo/hosts/<host>        HostRecord            agent (operator: schedulable)
-/kumo/alive/<host>        {"at": ...}           agent, bound to its lease: host liveness
+/kumo/alive/<host>        HostRecord            agent, bound to its lease: host liveness is its
+                                                 presence (the content, the record registered, is
+                                                 not read); its mod revision is the agent's
+                                                 fencing token (tests/unit/test_agent.py)
 /kumo/vms/<vm>            VMSpec                API
 /kumo/placement/<vm>      Placement             scheduler (compare-and-swap on sched-epoch)
 /kumo/vmstatus/<vm>       VMStatus              agent of the host running it
