@@ -18,6 +18,10 @@ from kumo.lab import control_plane, services
 from kumo.lab import lab as lab_mod
 from kumo.lab.namespaces import STATE_DIR, pids_in_netns
 from kumo.lab.plan import LabPlan
+from kumo.model.vm import Placement
+from kumo.store import keys
+from kumo.store.etcd import EtcdStore
+from kumo.store.records import put
 from tests.lab.conftest import VMs, heartbeat_after, kumo, last_heartbeat
 
 BOOT = re.compile(r"KUMO-GUEST boot=(\S+) n=(\d+)")
@@ -158,6 +162,31 @@ def test_guests_get_the_clusters_cpu_baseline(plan: LabPlan, vms: VMs) -> None:
         time.sleep(0.5)
     xml = kumo("lab", "exec", host, "--", "virsh", "dumpxml", "cpu1").stdout
     assert f"<model fallback='forbid'>{spec['cpu']['model']}</model>" in xml, xml
+
+
+def test_a_stray_domain_is_removed_when_its_vm_is_placed_elsewhere(plan: LabPlan, vms: VMs) -> None:
+    """HA's case: the VM's placement moves to another host while its old host still runs it.
+    The old host's agent stops and undefines its copy (disk kept); the new host starts it."""
+    vms.create("st1")
+    old = str(vm_json("st1")[0]["host"])
+    new = next(h.name for h in plan.hosts if h.name != old)
+    ref = last_heartbeat("st1")
+    EtcdStore(plan.etcd_endpoint).commit(
+        [], [put(keys.PLACEMENT + "st1", Placement(host=new, at=time.time()))]
+    )
+    deadline = time.monotonic() + 60
+    while "st1" in virsh_names(old, all_=True):
+        assert time.monotonic() < deadline, kumo("events", "--object", "vm/st1").stdout
+        time.sleep(0.5)
+    events = json.loads(kumo("events", "--object", "vm/st1", "--limit", "50", "-o", "json").stdout)
+    assert any(
+        e["action"] == "stray-removed"
+        and f"(placed on {new}) stopped and undefined on {old}" in e["message"]
+        for e in events
+    ), events
+    assert (DISKS / "st1.qcow2").exists()
+    assert heartbeat_after("st1", ref) != ref[0]  # booted again, on the new host
+    assert str(vm_json("st1")[0]["host"]) == new and "st1" in virsh_names(new)
 
 
 def test_anti_affinity_group_spreads_then_refuses(plan: LabPlan, vms: VMs) -> None:

@@ -96,6 +96,9 @@ def test_live_migration_round_trip_keeps_the_guest_running(plan: LabPlan, vms: V
     assert len(migrations) == 3 and all(t["state"] == "succeeded" for t in migrations)
     assert all(t["migration"]["bytes_total"] > 0 for t in migrations)
     assert all(t["migration"]["downtime_ms"] is not None for t in migrations)
+    # the domain exists on both hosts during each switch-over: never taken for a stray
+    events = json.loads(kumo("events", "--object", "vm/rt", "--limit", "200", "-o", "json").stdout)
+    assert not [e for e in events if e["action"].startswith("stray")], events
 
 
 def test_scheduler_chooses_the_target(plan: LabPlan, vms: VMs) -> None:
