@@ -123,7 +123,13 @@ def heartbeat_after(vm: str, ref: tuple[str, int], lines: int = 3, timeout: floa
         seen = heartbeats(vm)
         if seen and (seen[-1][0] != ref[0] or seen[-1][1] >= ref[1] + lines):
             return seen[-1][0]
-        assert time.monotonic() < deadline, f"{vm}: no heartbeat newer than {ref}: {seen[-3:]}"
+        if time.monotonic() > deadline:
+            said = kumo("vm", "console-log", vm, "--bytes", "400", check=False)
+            events = kumo("events", "--object", f"vm/{vm}", "--limit", "30", check=False).stdout
+            raise AssertionError(
+                f"{vm}: no heartbeat newer than {ref}: {seen[-3:]}; console-log said "
+                f"{said.stdout[-400:]!r} {said.stderr[-400:]!r}; events:\n{events}"
+            )
         time.sleep(0.5)
 
 
