@@ -167,7 +167,7 @@ def vm_create(
     vcpus: Annotated[int, typer.Option(help="virtual CPUs")] = 1,
     cpu_model: Annotated[
         str,
-        typer.Option(help="guest CPU model, e.g. Nehalem; default: one every up host runs"),
+        typer.Option(help="guest CPU model, e.g. Nehalem; default: the baseline all hosts run"),
     ] = "cluster-default",
     memory: Annotated[int, typer.Option(help="memory in MiB")] = 512,
     disk_size: Annotated[int | None, typer.Option(help="disk in GiB (default: image)")] = None,
