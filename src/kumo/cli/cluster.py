@@ -10,11 +10,14 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from kumo.cli.client import Client, ClientError, settings
 
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+# markup off: names, messages and paths from the server are printed as they are ("[/pool]"
+# is text, not a closing tag); styles are given as Text, never as markup in a string
+out = Console(width=None if sys.stdout.isatty() else 160, markup=False)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160, markup=False)
 
 UrlOpt = Annotated[str | None, typer.Option("--url", help="server URL (or KUMO_URL)")]
 TokenOpt = Annotated[str | None, typer.Option("--token", help="API token (or KUMO_TOKEN)")]
@@ -29,7 +32,7 @@ def _client(url: str | None, token: str | None) -> Client:
 
 
 def _fail(exc: ClientError) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False)
+    err.print(Text.assemble(("error:", "bold red"), f" {exc}"), highlight=False)
     return typer.Exit(code=1)
 
 

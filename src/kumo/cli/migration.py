@@ -113,7 +113,7 @@ def follow_migration(c: Client, task_id: str) -> dict[str, Any]:
         BarColumn(),
         DownloadColumn(binary_units=True),
         TextColumn("{task.fields[rate]}"),
-        TextColumn("{task.fields[detail]}"),
+        TextColumn("{task.fields[detail]}", markup=False),  # the server's words, as they are
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=err) as bar:
