@@ -193,24 +193,26 @@ def _set_downtime_once_running(vm: str, ms: int) -> subprocess.Popen[bytes]:
     )
 
 
-def _stop_agent(plan: Any) -> None:
-    """h1's agent must not act on the VM while virsh moves it (kumo's agent owns it)."""
-    h1 = plan.hosts[0]
-    for pid in pids_in_netns(h1.netns):
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        if b"kumo" in cmd and b"agent" in cmd:
-            os.kill(pid, signal.SIGTERM)
-    while control_plane.agent_running(h1):
-        time.sleep(0.1)
+def _stop_agents(plan: Any) -> None:
+    """kumo's agents must not act on the VM while virsh moves it: h1's would restart it, and
+    h2's would remove the incoming domain as a stray (its VM is placed on h1 until the end)."""
+    for host in plan.hosts[:2]:
+        for pid in pids_in_netns(host.netns):
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if b"kumo" in cmd and b"agent" in cmd:
+                os.kill(pid, signal.SIGTERM)
+        while control_plane.agent_running(host):
+            time.sleep(0.1)
 
 
 def virsh_migrate(
     plan: Any, vm: str, options: list[str], timeout_s: int, downtime_ms: int
 ) -> dict[str, Any]:
     """`virsh migrate --live` with ``options`` and a ``timeout_s`` forced pause. h1's agent
-    is stopped meanwhile, and the placement written after, as kumo would."""
+    and h2's agents are stopped meanwhile, and the placement written after (h2 if virsh
+    succeeded), as kumo would."""
     target = plan.hosts[1].address(Network.STORAGE)
-    _stop_agent(plan)
+    _stop_agents(plan)
     setter = (
         _set_downtime_once_running(vm, downtime_ms) if downtime_ms != QEMU_DOWNTIME_MS else None
     )
@@ -235,11 +237,13 @@ def virsh_migrate(
     if setter is not None:
         setter.kill()
         setter.wait()
+    ran_on = "h2" if proc.returncode == 0 else "h1"
     EtcdStore(plan.etcd_endpoint).commit(
-        [], [put(keys.PLACEMENT + vm, Placement(host="h2", at=time.time()))]
+        [], [put(keys.PLACEMENT + vm, Placement(host=ran_on, at=time.time()))]
     )
-    control_plane.start_agent(plan, plan.hosts[0], "qemu")
-    stats = job_stats("h2", vm)
+    for host in plan.hosts[:2]:
+        control_plane.start_agent(plan, host, "qemu")
+    stats = job_stats(ran_on, vm)
     elapsed_ms = stats.get("Time elapsed")
     elapsed = elapsed_ms / 1000 if elapsed_ms is not None else t1 - t0
     return {
