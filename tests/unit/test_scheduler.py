@@ -182,3 +182,22 @@ def test_cpu_refusals_name_every_host_and_what_it_lacks() -> None:
         "guest CPU (the cluster baseline when the VM was created) incompatible: "
         "h1 lacks avx2, lm; h2 lacks avx2, sse2"
     )
+
+
+def test_allowed_hosts_limit_the_candidates_and_name_them_when_none_is_left() -> None:
+    d = Demand("a", 1, 128, "shared", NETS, allowed=frozenset({"h2", "h3"}))
+    placed = [Placed(vm("x"), "h2")]  # spread would pick h1 (most free), which is not allowed
+    assert place(d, HOSTS, placed) == Chosen("h3")
+    down = [host("h1"), host("h2", up=False), host("h3", sched=False)]
+    result = place(d, down, [])
+    assert isinstance(result, NoValidHost)
+    assert "none of its allowed hosts (h2, h3) is available" in result.reason
+
+
+def test_the_preferred_host_wins_when_it_passes_every_filter() -> None:
+    placed = [Placed(vm("x", mem=512), "h2")]  # h2 has the least free memory
+    assert place(Demand("a", 1, 128, "shared", NETS, preferred="h2"), HOSTS, placed) == Chosen("h2")
+    full = [Placed(vm("x", mem=1000), "h2")]  # h2 cannot take 128 MiB more: the weighers decide
+    assert place(Demand("a", 1, 128, "shared", NETS, preferred="h2"), HOSTS, full) == Chosen("h1")
+    not_allowed = Demand("a", 1, 128, "shared", NETS, allowed=frozenset({"h3"}), preferred="h2")
+    assert place(not_allowed, HOSTS, []) == Chosen("h3")

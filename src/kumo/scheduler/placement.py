@@ -5,10 +5,12 @@ at create time) and the scheduler controller call the same :func:`place`.
 
 Filters, in order; the reason for "no valid host" names the filter that removed the last
 candidates, with its numbers:
-  host-up, schedulable, host-pin, pool, network, cpu-model (the VM's named model is usable
-  there, and its CPU's features are all offered there), anti-affinity, affinity, cpu, memory.
+  host-up, schedulable, host-pin, allowed-hosts, pool, network, cpu-model (the VM's named
+  model is usable there, and its CPU's features are all offered there), anti-affinity,
+  affinity, cpu, memory.
 Weighers: ``spread`` prefers the host with the most free memory (then fewest VMs),
-``pack`` the least; ties go to the host name, so decisions are deterministic.
+``pack`` the least; ties go to the host name, so decisions are deterministic. A VM's
+preferred host wins over the weighers when it passes every filter.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ class Demand:
     anti_affinity: str | None = None
     cpu_model: str = ""  # a named model; empty: any
     cpu_features: frozenset[str] = frozenset()  # the cluster baseline's; empty: any
+    allowed: frozenset[str] = frozenset()  # the hosts it may run on; empty: any
+    preferred: str | None = None  # chosen over the weighers' pick when it passes every filter
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,14 @@ def place(
             lambda h: vm.pin is None or h.name == vm.pin,
             lambda c: f"host {vm.pin} is not available (down, unschedulable or unknown)",
         ),
+        (
+            "allowed-hosts",
+            lambda h: not vm.allowed or h.name in vm.allowed,
+            lambda c: (
+                f"none of its allowed hosts ({', '.join(sorted(vm.allowed))}) is available "
+                "(down, unschedulable or unknown)"
+            ),
+        ),
         ("pool", lambda h: vm.pool in h.pools, lambda c: f"no host reaches pool {vm.pool}"),
         (
             "network",
@@ -203,6 +215,8 @@ def place(
             return NoValidHost(reason(candidates))
         candidates = remaining
 
+    if vm.preferred is not None and any(h.name == vm.preferred for h in candidates):
+        return Chosen(vm.preferred)
     sign = -1 if policy.strategy == "spread" else 1
     best = min(candidates, key=lambda h: (sign * free_mem(h), use(h).count, h.name))
     return Chosen(best.name)
