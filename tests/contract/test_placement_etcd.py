@@ -9,8 +9,9 @@ import time
 import pytest
 
 from kumo.model.vm import VMSpec
+from kumo.server.placement import MAX_TXN_OPS, PlaceRequest
 from kumo.server.schemas import NetworkCreate, VMCreate
-from kumo.server.service import MAX_TXN_OPS, ClusterService, _PlaceRequest
+from kumo.server.service import ClusterService
 from kumo.sim.cluster import define_basics, register_hosts, sim_host
 from kumo.store import keys
 from kumo.store.base import Compare, Put, StoreUnavailable
@@ -48,8 +49,8 @@ def test_a_group_of_eight_nic_vms_commits_on_etcd(etcd_endpoint: str) -> None:
         )[0].spec
         for i in range(25):  # queued while another placer waited: one placer takes them
             spec = template.model_copy(update={"name": f"{run}-q{i}"})
-            svc._queue.append(
-                _PlaceRequest(spec, [Compare(keys.VMS + spec.name, 0)], [], "t", lambda: None, True)
+            svc.placement.queue.append(
+                PlaceRequest(spec, [Compare(keys.VMS + spec.name, 0)], [], "t", lambda: None, True)
             )
         svc.create_vm(
             VMCreate(name=f"{run}-last", image=f"{run}-img", networks=nets, host=host.name), "t"

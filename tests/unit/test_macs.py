@@ -12,8 +12,9 @@ import pytest
 
 from kumo.model.vm import Nic, VMSpec
 from kumo.server.macs import MAX_DRAWS, NoFreeMac, draw_macs, mac_of
+from kumo.server.placement import MAX_TXN_OPS, PlaceRequest
 from kumo.server.schemas import NetworkCreate, VMCreate
-from kumo.server.service import MAX_TXN_OPS, ClusterService, _PlaceRequest
+from kumo.server.service import ClusterService
 from kumo.sim.cluster import define_basics, register_hosts, sim_host
 from kumo.store import keys
 from kumo.store.base import ClusterStore, Compare, Delete, Entry, Put
@@ -57,7 +58,7 @@ def cluster(
     return svc
 
 
-def new_vm(name: str, networks: Iterable[str] = ("public",), mac: int = 5) -> _PlaceRequest:
+def new_vm(name: str, networks: Iterable[str] = ("public",), mac: int = 5) -> PlaceRequest:
     """A create request as create_vm makes it, every NIC drawn with the same ``mac``."""
     nics = [{"network": n, "mac": mac_of(mac)} for n in networks]
     spec = VMSpec.model_validate(
@@ -73,7 +74,7 @@ def new_vm(name: str, networks: Iterable[str] = ("public",), mac: int = 5) -> _P
             "created_at": 0,
         }
     )
-    return _PlaceRequest(spec, [Compare(keys.VMS + name, 0)], [], "t", lambda: None, new=True)
+    return PlaceRequest(spec, [Compare(keys.VMS + name, 0)], [], "t", lambda: None, new=True)
 
 
 def macs_in_store(svc: ClusterService) -> dict[str, str]:
@@ -122,7 +123,7 @@ def test_two_new_vms_in_one_group_commit_get_different_macs() -> None:
     svc = cluster(bits())
     reqs = [new_vm("b1"), new_vm("b2")]  # both drawn as mac_of(5)
     rev = svc.store.revision()
-    svc._place_batch(reqs)
+    svc.placement.place_batch(reqs)
     assert all(r.done and r.error is None for r in reqs)
     assert macs_in_store(svc) == {mac_of(5): "b1", mac_of(1000): "b2"} == macs_of_specs(svc)
     assert svc.store.revision() == rev + 1  # one transaction for both
@@ -161,7 +162,7 @@ def test_a_group_commit_stays_within_etcds_operation_limit() -> None:
     sizes = store.sizes
     sizes.clear()
     # Requests queued while another placer waited on etcd: the next placer takes them all.
-    svc._queue.extend(new_vm(f"w{i}", nets) for i in range(30))
+    svc.placement.queue.extend(new_vm(f"w{i}", nets) for i in range(30))
     svc.create_vm(VMCreate(name="last", image="img", networks=nets), "t")
     assert all(c <= MAX_TXN_OPS and w <= MAX_TXN_OPS for c, w in sizes), sizes
     assert len(sizes) < 10 and max(w for _, w in sizes) > 100  # still grouped

@@ -8,8 +8,9 @@ import time
 
 from kumo.model.vm import VMSpec
 from kumo.server.errors import Conflict
+from kumo.server.placement import PlaceRequest
 from kumo.server.schemas import VMCreate
-from kumo.server.service import ClusterService, _PlaceRequest
+from kumo.server.service import ClusterService
 from kumo.sim.cluster import define_basics, register_hosts, sim_host
 from kumo.store import keys
 from kumo.store.base import Compare
@@ -101,12 +102,12 @@ def test_group_commit_places_a_batch_in_one_transaction() -> None:
     for name in ("b1", "b2", "b2", "big"):
         s = base.model_copy(update={"name": name, "memory_mib": 2000 if name == "big" else 100})
         reqs.append(
-            _PlaceRequest(
+            PlaceRequest(
                 s, [Compare(keys.VMS + name, 0)], [put(keys.VMS + name, s)], "t", lambda: None
             )
         )
     rev = store.revision()
-    svc._place_batch(reqs)
+    svc.placement.place_batch(reqs)
     assert all(r.done for r in reqs)
     assert reqs[0].host and reqs[1].host and reqs[0].host != reqs[1].host  # spread
     assert reqs[2].error is not None  # the same name again: its compare cannot hold

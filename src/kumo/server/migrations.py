@@ -1,14 +1,13 @@
-"""Migrations and host maintenance behind the API: `vm migrate` (live or cold), the migration
-policy, the queue that keeps within the cluster's concurrency limits, `task cancel`, and the
-maintenance controller's drain pass. The source host's agent carries a migration out."""
+"""Migrations behind the API: `vm migrate` (live or cold), the migration policy, the queue
+that keeps within the cluster's concurrency limits, and `task cancel`. The source host's
+agent carries a migration out."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
 
 from kumo.model.activity import Task, TaskState
-from kumo.model.host import Maintenance, MaintenanceState, Pool
+from kumo.model.host import Pool
 from kumo.model.migration import (
     MigrationOverride,
     MigrationPolicy,
@@ -26,15 +25,14 @@ from kumo.model.vm import (
 )
 from kumo.scheduler.demand import demand
 from kumo.scheduler.placement import Chosen, place, usage_of
-from kumo.server.errors import Conflict, Invalid, NotFound
+from kumo.server.errors import Conflict, Invalid
+from kumo.server.placement import Placer
+from kumo.server.state import ClusterState
 from kumo.store import keys
 from kumo.store.activity import event_op, finish_task, new_task
 from kumo.store.base import Compare, Delete, Put
 from kumo.store.lease import NO_FENCE, Fence
 from kumo.store.records import decode, load, put
-
-if TYPE_CHECKING:
-    from kumo.server.service import ClusterService
 
 
 def _slots(
@@ -89,18 +87,19 @@ def _over(
 
 
 class Migrations:
-    def __init__(self, svc: ClusterService) -> None:
-        self.svc = svc
+    def __init__(self, state: ClusterState, placer: Placer) -> None:
+        self.state = state
+        self.placer = placer
 
     # -- policy ---------------------------------------------------------------------------
     def settings(self) -> MigrationSettings:
-        found = load(self.svc.store, MigrationSettings, keys.MIGRATION_SETTINGS)
+        found = load(self.state.store, MigrationSettings, keys.MIGRATION_SETTINGS)
         return found[0] if found else MigrationSettings()
 
     def set_settings(self, new: MigrationSettings, actor: str) -> MigrationSettings:
         _alone(new.policy, "policy.")
-        found = self.svc.store.get(keys.MIGRATION_SETTINGS)
-        ok = self.svc._commit(
+        found = self.state.store.get(keys.MIGRATION_SETTINGS)
+        ok = self.state.commit(
             [Compare(keys.MIGRATION_SETTINGS, found.mod_revision if found else 0)],
             [
                 put(keys.MIGRATION_SETTINGS, new),
@@ -113,11 +112,11 @@ class Migrations:
 
     def set_vm_policy(self, name: str, override: MigrationOverride, actor: str) -> VMSpec:
         _alone(override)
-        spec, rev = self.svc._spec(name)
+        spec, rev = self.state.spec(name)
         _over(self.settings().policy, override, "the cluster's policy")  # replaces the old one
         empty = override == MigrationOverride()
         updated = spec.model_copy(update={"migration": None if empty else override})
-        ok = self.svc._commit(
+        ok = self.state.commit(
             [Compare(keys.VMS + name, rev)],
             [
                 put(keys.VMS + name, updated),
@@ -148,9 +147,9 @@ class Migrations:
         ``fence``: the leader's, when its maintenance controller asks."""
         if override is not None:
             _alone(override, "policy.")
-        svc, view = self.svc, self.svc.view
+        st, view = self.state, self.state.view
         view.sync()
-        spec, rev = svc._spec(name)
+        spec, rev = st.spec(name)
         if spec.deleting:
             raise Conflict(f"vm {name} is being deleted")
         pentry = view.get(keys.PLACEMENT + name)
@@ -188,15 +187,15 @@ class Migrations:
             )
         if spec.placement.host is not None and to is None:
             raise Conflict(f"vm {name} is pinned to host {spec.placement.host}; give --to")
-        hosts = [h for h in svc._sched_hosts() if h.name != source]
+        hosts = [h for h in st.sched_hosts() if h.name != source]
         d = dataclasses.replace(demand(spec), pin=to)
-        result = place(d, hosts, usage_of(svc._placed(), exclude=name), svc.policy)
+        result = place(d, hosts, usage_of(self.placer.placed(), exclude=name), st.policy)
         if not isinstance(result, Chosen):
             raise Conflict(str(result), "to")
         settings = self.settings()
         beneath = effective(settings.policy, spec.migration)
         policy = _over(beneath, override, "the cluster's and the VM's policy", "policy.")
-        task = new_task("vm.migrate", f"vm/{name}", actor, svc.clock())
+        task = new_task("vm.migrate", f"vm/{name}", actor, st.clock())
         running = [m for m, _ in view.models(Migration, keys.MIGRATIONS).values()]
         wait = _slots(
             [m for m in running if m.state == MigrationState.RUNNING], settings, source, result.host
@@ -210,11 +209,11 @@ class Migrations:
             copy_storage=local,
             state=MigrationState.QUEUED if wait else MigrationState.RUNNING,
             policy=policy,
-            started_at=svc.clock(),
+            started_at=st.clock(),
         )
         if wait:
             task = task.model_copy(update={"message": f"queued: {wait}"})
-        ok = svc._commit(
+        ok = st.commit(
             [
                 *fence.compares,
                 Compare(keys.MIGRATIONS + name, 0),
@@ -235,14 +234,14 @@ class Migrations:
             ],
         )
         if ok is None:
-            fence.check(svc.store)
+            fence.check(st.store)
             raise Conflict(f"vm {name} changed meanwhile; try again")
         return task
 
     def start_queued(self, actor: str, fence: Fence = NO_FENCE) -> list[str]:
         """The leader's pass over the queue: start queued migrations, oldest first, as the
         limits allow. Returns the VMs whose migration started."""
-        view = self.svc.view
+        view = self.state.view
         view.sync()
         found = view.models(Migration, keys.MIGRATIONS)
         queued = sorted(
@@ -258,7 +257,7 @@ class Migrations:
             if _slots(running, settings, m.source, m.target) is not None:
                 continue
             go = m.model_copy(update={"state": MigrationState.RUNNING})
-            ok = self.svc._commit(
+            ok = self.state.commit(
                 [*fence.compares, Compare(keys.MIGRATIONS + vm, rev)],
                 [
                     put(keys.MIGRATIONS + vm, go),
@@ -266,156 +265,34 @@ class Migrations:
                 ],
             )
             if ok is None:
-                fence.check(self.svc.store)
+                fence.check(self.state.store)
             else:
                 running.append(go)
                 started.append(vm)
                 finish_task(
-                    self.svc.store, m.task, TaskState.RUNNING, "starting", fence=fence.compares
+                    self.state.store, m.task, TaskState.RUNNING, "starting", fence=fence.compares
                 )
         return started
 
     def cancel_task(self, task_id: str, actor: str) -> Task:
-        svc = self.svc
-        task = svc.task(task_id)
+        st = self.state
+        task = st.task(task_id)
         if task.state.done:
             raise Conflict(f"task {task_id} is already {task.state}")
         if task.kind != "vm.migrate":
             raise Conflict(f"task {task_id} ({task.kind}) cannot be cancelled; only migrations can")
         vm = task.target.removeprefix("vm/")
-        found = load(svc.store, Migration, keys.MIGRATIONS + vm)
+        found = load(st.store, Migration, keys.MIGRATIONS + vm)
         if found is None or found[0].task != task_id:
             raise Conflict(f"task {task_id} is finishing; it can no longer be cancelled")
         m, mrev = found
         if m.state == MigrationState.QUEUED:
             # Nobody works on it yet: cancelling is removing it.
             ops: list[Put | Delete] = [Delete(keys.MIGRATIONS + vm)]
-            ops += svc._cancel_ops(task_id, f"cancelled while queued; {vm} stays on {m.source}")
+            ops += st.cancel_ops(task_id, f"cancelled while queued; {vm} stays on {m.source}")
         else:
             ops = [put(keys.MIGRATIONS + vm, m.model_copy(update={"cancel": True}))]
         ops.append(event_op(actor, f"vm/{vm}", "cancel", f"migration {task_id}"))
-        if svc._commit([Compare(keys.MIGRATIONS + vm, mrev)], ops) is None:
+        if st.commit([Compare(keys.MIGRATIONS + vm, mrev)], ops) is None:
             raise Conflict(f"task {task_id} changed meanwhile; try again")
-        return svc.task(task_id)
-
-    # -- maintenance -----------------------------------------------------------------------
-    def maintenance(self, host: str, action: str, failback: bool, actor: str) -> list[Task]:
-        """Enter: make ``host`` unschedulable and have the leader move its running VMs away.
-        Exit: make it schedulable again and (``failback``) move back the VMs that left."""
-        svc = self.svc
-        svc.view.sync()
-        if svc.view.get(keys.HOSTS + host) is None:
-            raise NotFound(f"host {host} does not exist", "name")
-        found = load(svc.store, Maintenance, keys.MAINTENANCE + host)
-        if action == "enter":
-            if found is not None:
-                raise Conflict(f"host {host} is already in {found[0].state}")
-            task = new_task("host.maintenance", f"host/{host}", actor, svc.clock())
-            m = Maintenance(host=host, task=task.id, since=svc.clock())
-            ok = svc._commit(
-                [Compare(keys.MAINTENANCE + host, 0)],
-                [
-                    put(keys.MAINTENANCE + host, m),
-                    put(keys.TASKS + task.id, task),
-                    event_op(
-                        actor, f"host/{host}", "maintenance", "enter: unschedulable, draining"
-                    ),
-                ],
-            )
-            if ok is None:
-                raise Conflict(f"host {host} changed meanwhile; try again")
-            return [task]
-        if found is None:
-            raise Conflict(f"host {host} is not in maintenance")
-        m, rev = found
-        ops: list[Put | Delete] = [
-            Delete(keys.MAINTENANCE + host),
-            event_op(actor, f"host/{host}", "maintenance", "exit: schedulable"),
-        ]
-        ops += svc._cancel_ops(m.task, "maintenance exited before the host was empty")
-        if svc._commit([Compare(keys.MAINTENANCE + host, rev)], ops) is None:
-            raise Conflict(f"host {host} changed meanwhile; try again")
-        tasks = []
-        if failback:
-            placements = svc.view.models(Placement, keys.PLACEMENT)
-            for vm in m.evacuated:
-                if vm in placements and placements[vm][0].host != host:
-                    try:
-                        tasks.append(self.migrate(vm, host, actor))
-                    except (Conflict, Invalid, NotFound) as exc:
-                        svc.store.commit(
-                            [], [event_op(actor, f"vm/{vm}", "failback", f"stays: {exc}")]
-                        )
-        return tasks
-
-    def drain(self, actor: str, fence: Fence = NO_FENCE) -> None:
-        """One pass of the maintenance controller: for each draining host, ask to migrate
-        its running VMs (the queue keeps within the limits), record what cannot move, and
-        declare the host in maintenance once no running VM is left on it. Every write
-        carries the leader's ``fence``."""
-        svc = self.svc
-        svc.view.sync()
-        maint = svc.view.models(Maintenance, keys.MAINTENANCE)
-        if not maint:
-            return
-        placements = svc.view.models(Placement, keys.PLACEMENT)
-        migrations = svc.view.models(Migration, keys.MIGRATIONS)
-        statuses = svc.view.models(VMStatus, keys.VMSTATUS)
-        for host, (m, rev) in sorted(maint.items()):
-            if m.state != MaintenanceState.DRAINING:
-                continue
-            here = sorted(v for v, (p, _) in placements.items() if p.host == host)
-            running = [v for v in here if v in statuses and statuses[v][0].state == VMState.RUNNING]
-            evacuated, problems = list(m.evacuated), []
-            for vm in running:
-                if vm in migrations:
-                    continue
-                try:
-                    self.migrate(vm, None, actor, fence=fence)
-                    if vm not in evacuated:
-                        evacuated.append(vm)
-                except (Conflict, Invalid) as exc:
-                    problems.append(f"{vm}: {exc}")
-            moving = [v for v in running if v in migrations]
-            # Only a stopped VM may stay: a paused or crashed one, or one whose state is not
-            # known yet, keeps the host draining until someone looks at it.
-            stopped = [v for v in here if v in statuses and statuses[v][0].state == VMState.STOPPED]
-            stuck = [v for v in here if v not in running and v not in stopped]
-            problems += [
-                f"{v}: {statuses[v][0].state if v in statuses else 'state unknown'}, "
-                "cannot be live-migrated"
-                for v in stuck
-            ]
-            if not running and not moving and not stuck:
-                state, message = (
-                    MaintenanceState.MAINTENANCE,
-                    (
-                        f"empty of running VMs; stopped VMs stay: {', '.join(stopped)}"
-                        if stopped
-                        else "empty"
-                    ),
-                )
-            else:
-                state = MaintenanceState.DRAINING
-                message = "; ".join(problems) or f"moving {len(running)} running VM(s)"
-            changed = m.model_copy(
-                update={"state": state, "message": message, "evacuated": tuple(evacuated)}
-            )
-            if changed == m:
-                continue
-            ops: list[Put | Delete] = [put(keys.MAINTENANCE + host, changed)]
-            if state != m.state or message != m.message:
-                ops.append(event_op(actor, f"host/{host}", state.value, message))
-            ok = svc._commit([*fence.compares, Compare(keys.MAINTENANCE + host, rev)], ops)
-            if ok is None:
-                fence.check(svc.store)
-            if ok is not None and state == MaintenanceState.MAINTENANCE:
-                finish_task(
-                    svc.store,
-                    m.task,
-                    TaskState.SUCCEEDED,
-                    f"host {host}: {message}",
-                    fence=fence.compares,
-                )
-            elif problems:
-                finish_task(svc.store, m.task, TaskState.RUNNING, message, fence=fence.compares)
+        return st.task(task_id)

@@ -1,0 +1,216 @@
+"""VM, pool, network and image commands behind the API: each checks its arguments, then the
+cluster's state, then writes everything it changes in one compare-and-swap commit (nothing
+half-applied). A new VM is placed and committed by the ``Placer``."""
+
+from __future__ import annotations
+
+import uuid
+
+from kumo.model.activity import Task, TaskState
+from kumo.model.cpu import ClusterCPU
+from kumo.model.host import HostRecord, Image, Network, Pool
+from kumo.model.vm import Nic, Placement, PlacementRules, Power, VMSpec
+from kumo.scheduler.cpu import default_baseline, vm_cpu
+from kumo.server.errors import Conflict, Invalid
+from kumo.server.macs import draw_macs
+from kumo.server.placement import Placer
+from kumo.server.queries import vm_view
+from kumo.server.schemas import ImageImport, NetworkCreate, PoolCreate, VMCreate, VMView
+from kumo.server.state import ClusterState
+from kumo.store import keys
+from kumo.store.activity import event_op, new_task
+from kumo.store.base import Compare, Delete, Put
+from kumo.store.records import load, put
+
+
+class Commands:
+    def __init__(self, state: ClusterState, placer: Placer) -> None:
+        self.state = state
+        self.placer = placer
+
+    # -- VMs -------------------------------------------------------------------------------
+    def create_vm(self, req: VMCreate, actor: str) -> tuple[VMView, Task]:
+        # Checks read the cache, which holds every write of this replica (write-through);
+        # the commit's compares catch what another replica changed meanwhile (then we sync
+        # and decide again).
+        st, view = self.state, self.state.view
+        images = view.models(Image, keys.IMAGES)
+        if not st.fresh(req.image in images):
+            images = view.models(Image, keys.IMAGES)
+        if req.image not in images:
+            known = ", ".join(sorted(images)) or "none"
+            raise Conflict(f"image: no image named {req.image} (known: {known})", "image")
+        image = images[req.image]
+        pool = req.pool or image[0].pool
+        st.fresh(view.get(keys.POOLS + pool) is not None)
+        if view.get(keys.POOLS + pool) is None:
+            raise Conflict(f"pool: no pool named {pool}", "pool")
+        if pool != image[0].pool:
+            raise Conflict(
+                f"pool: image {req.image} is in pool {image[0].pool}; a VM's disk is "
+                f"made in the image's pool",
+                "pool",
+            )
+        nets = view.models(Network, keys.NETWORKS)
+        if not st.fresh(all(n in nets for n in req.networks)):
+            nets = view.models(Network, keys.NETWORKS)
+        for n in req.networks:
+            if n not in nets:
+                raise Conflict(
+                    f"networks: no network named {n} (known: {', '.join(sorted(nets)) or 'none'})",
+                    "networks",
+                )
+        disk = req.disk_gib or image[0].size_gib
+        if disk < image[0].size_gib:
+            raise Conflict(
+                f"disk_gib: {disk} is smaller than image {req.image} ({image[0].size_gib} GiB)",
+                "disk_gib",
+            )
+        if req.host is not None:
+            st.fresh(view.get(keys.HOSTS + req.host) is not None)
+            if view.get(keys.HOSTS + req.host) is None:
+                raise Conflict(f"host: no host named {req.host}", "host")
+        vm_uuid = str(uuid.uuid4())
+        task = new_task("vm.create", f"vm/{req.name}", actor, st.clock(), ids=st.ids)
+        macs = draw_macs(len(req.networks), lambda _: False, st.mac_bits)  # checked when placed
+        spec = VMSpec(
+            name=req.name,
+            uuid=vm_uuid,
+            vcpus=req.vcpus,
+            memory_mib=req.memory_mib,
+            disk_gib=disk,
+            image=req.image,
+            pool=pool,
+            clone=req.clone,
+            nics=tuple(Nic(network=n, mac=m) for n, m in zip(req.networks, macs, strict=True)),
+            boot=tuple(req.boot),
+            ssh_keys=tuple(req.ssh_keys),
+            cpu_model=req.cpu_model,
+            cpu=vm_cpu(req.cpu_model, self._cluster_cpu(req.host)),
+            runcmd=tuple(req.runcmd),
+            placement=PlacementRules(
+                host=req.host, affinity=req.affinity, anti_affinity=req.anti_affinity
+            ),
+            power=Power.RUNNING if req.start else Power.STOPPED,
+            stop_timeout_s=req.stop_timeout_s,
+            task=task.id,
+            created_at=st.clock(),
+        )
+        host, spec = self.placer.place_and_commit(
+            spec,
+            [Compare(keys.VMS + spec.name, 0)],
+            [put(keys.TASKS + task.id, task)],
+            actor,
+            on_lost=lambda: self._exists(spec.name),
+            new=True,
+        )
+        # The scheduler chose a live host.
+        return vm_view(spec, Placement(host=host, at=st.clock()), None, True), task
+
+    def _cluster_cpu(self, host: str | None) -> ClusterCPU | None:
+        """The default guest CPU the agents computed (ADR 0007) for the domain type of
+        ``host``, or of most hosts; None if none."""
+        view = self.state.view
+        baselines = {t: c for t, (c, _) in view.models(ClusterCPU, keys.CLUSTER_CPU).items()}
+        hosts = {n: r for n, (r, _) in view.models(HostRecord, keys.HOSTS).items()}
+        return default_baseline(baselines, hosts, host)
+
+    def _exists(self, name: str) -> None:
+        if self.state.view.get(keys.VMS + name) is not None:
+            raise Conflict(f"name: vm {name} already exists", "name")
+
+    def power(self, name: str, action: str, force: bool, actor: str) -> Task:
+        st = self.state
+        spec, rev = st.spec(name)
+        if spec.deleting:
+            raise Conflict(f"vm {name} is being deleted")
+        task = new_task(f"vm.{action}", f"vm/{name}", actor, st.clock(), ids=st.ids)
+        if action == "start":
+            change: dict[str, object] = {"power": Power.RUNNING}
+        elif action == "stop":
+            change = {"power": Power.STOPPED, "stop_mode": "force" if force else "acpi"}
+        elif action == "reboot":
+            if spec.power != Power.RUNNING:
+                raise Conflict(f"vm {name} is stopped; start it instead of rebooting it")
+            change = {
+                "reboot_generation": spec.reboot_generation + 1,
+                "reboot_mode": "reset" if force else "acpi",
+            }
+        else:
+            raise Invalid(f"action: {action!r} is not start, stop or reboot", "action")
+        self._update(spec, rev, change, task, actor)
+        return task
+
+    def delete(self, name: str, actor: str) -> Task:
+        st = self.state
+        spec, rev = st.spec(name)
+        task = new_task("vm.delete", f"vm/{name}", actor, st.clock(), ids=st.ids)
+        if st.store.get(keys.PLACEMENT + name) is None:
+            # never placed: nothing exists on any host
+            done = task.model_copy(
+                update={"state": TaskState.SUCCEEDED, "progress": 1.0, "message": f"{name} deleted"}
+            )
+            ops: list[Put | Delete] = [put(keys.TASKS + task.id, done)]
+            ops += [Delete(keys.VMS + name), *(Delete(keys.MACS + n.mac) for n in spec.nics)]
+            if st.commit([Compare(keys.VMS + name, rev)], ops) is None:
+                raise Conflict(f"vm {name} changed meanwhile; try again")
+            return task
+        self._update(spec, rev, {"deleting": True, "power": Power.STOPPED}, task, actor)
+        return task
+
+    def _update(
+        self, spec: VMSpec, rev: int, change: dict[str, object], task: Task, actor: str
+    ) -> None:
+        updated = spec.model_copy(update={**change, "task": task.id})
+        ops: list[Put | Delete] = [
+            put(keys.VMS + spec.name, updated),
+            put(keys.TASKS + task.id, task),
+            event_op(
+                actor,
+                f"vm/{spec.name}",
+                task.kind.removeprefix("vm."),
+                f"requested ({task.id})",
+                task.updated_at,
+                ids=self.state.ids,
+            ),
+        ]
+        ops += self.state.cancel_ops(spec.task, f"superseded by {task.id}")
+        if self.state.commit([Compare(keys.VMS + spec.name, rev)], ops) is None:
+            raise Conflict(f"vm {spec.name} changed meanwhile; try again")
+
+    # -- pools, networks, images -------------------------------------------------------------
+    def _create(self, key: str, model: Pool | Network | Image, kind: str, actor: str) -> None:
+        st = self.state
+        ok = st.commit(
+            [Compare(key, 0)],
+            [
+                put(key, model),
+                event_op(actor, f"{kind}/{model.name}", "created", "", st.clock(), ids=st.ids),
+            ],
+        )
+        if ok is None:
+            raise Conflict(f"name: {kind} {model.name} already exists", "name")
+
+    def create_pool(self, req: PoolCreate, actor: str) -> Pool:
+        pool = Pool(name=req.name, kind=req.kind, path=req.path)
+        self._create(keys.POOLS + req.name, pool, "pool", actor)
+        return pool
+
+    def create_network(self, req: NetworkCreate, actor: str) -> Network:
+        net = Network(name=req.name, bridge=req.bridge)
+        self._create(keys.NETWORKS + req.name, net, "network", actor)
+        return net
+
+    def import_image(self, req: ImageImport, actor: str) -> Image:
+        if load(self.state.store, Pool, keys.POOLS + req.pool) is None:
+            raise Conflict(f"pool: no pool named {req.pool}", "pool")
+        image = Image(
+            name=req.name,
+            pool=req.pool,
+            path=req.path,
+            format=req.format,
+            size_gib=req.size_gib,
+            created_at=self.state.clock(),
+        )
+        self._create(keys.IMAGES + req.name, image, "image", actor)
+        return image

@@ -1,0 +1,106 @@
+"""The cluster as the server's operations see it: the store, this replica's view of it, the
+clock, the id source, the placement policy, one ``commit`` and the lookups they share.
+
+Commands, queries, placement, migrations and maintenance each take a ``ClusterState`` and
+nothing of each other's insides; this module imports none of them (``scripts/check`` fails on
+an import cycle)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Sequence
+
+from kumo.clock import SYSTEM_IDS, Ids
+from kumo.model.activity import Task, TaskState
+from kumo.model.host import HostRecord
+from kumo.model.vm import VMSpec
+from kumo.scheduler.placement import HostView as SchedHost
+from kumo.scheduler.placement import Policy
+from kumo.server.errors import NotFound
+from kumo.store import keys
+from kumo.store.base import ClusterStore, Compare, Delete, Put
+from kumo.store.cache import DirectView, StoreCache
+from kumo.store.liveness import alive_hosts
+from kumo.store.records import load, put
+
+
+class ClusterState:
+    def __init__(
+        self,
+        store: ClusterStore,
+        policy: Policy | None = None,
+        clock: Callable[[], float] = time.time,
+        view: StoreCache | DirectView | None = None,
+        mac_bits: Callable[[], int] = lambda: secrets.randbits(24),
+        ids: Ids = SYSTEM_IDS,
+    ) -> None:
+        self.store = store
+        self.policy = policy or Policy()
+        self.clock = clock
+        self.ids = ids  # task ids and event keys
+        self.mac_bits = mac_bits  # random bits for MAC addresses
+        # Lists and placement read this (a watch-fed cache in `kumo server`).
+        self.view = view or DirectView(store)
+
+    def commit(self, compares: Sequence[Compare], ops: Sequence[Put | Delete]) -> int | None:
+        """Commit, and show the write in this replica's cache at once (read-your-writes)."""
+        rev = self.store.commit(compares, ops)
+        if rev is not None:
+            self.view.applied(ops, rev)
+        return rev
+
+    def fresh(self, found: bool) -> bool:
+        """Whether a lookup that failed in the cache would fail on etcd's current state too:
+        another replica may have just created what we look for."""
+        if not found:
+            self.view.sync()
+        return found
+
+    # -- lookups ---------------------------------------------------------------------------
+    def spec(self, name: str) -> tuple[VMSpec, int]:
+        """The VM's spec and its revision, read from the store; NotFound if none."""
+        found = load(self.store, VMSpec, keys.VMS + name)
+        if found is None:
+            raise NotFound(f"vm {name} does not exist", "name")
+        return found
+
+    def task(self, task_id: str) -> Task:
+        found = load(self.store, Task, keys.TASKS + task_id)
+        if found is None:
+            raise NotFound(f"task {task_id} does not exist", "task_id")
+        return found[0]
+
+    def alive(self) -> set[str]:
+        """The hosts up now, as the view sees them (``kumo.store.liveness``)."""
+        return alive_hosts(self.view)
+
+    def sched_hosts(self) -> list[SchedHost]:
+        """Every registered host as the scheduler sees it: up, schedulable (not in
+        maintenance), its capacity and what it offers."""
+        alive = self.alive()
+        maint = {e.key[len(keys.MAINTENANCE) :] for e in self.view.range(keys.MAINTENANCE)}
+        return [
+            SchedHost(
+                name,
+                name in alive,
+                rec.schedulable and name not in maint,
+                rec.cpus,
+                rec.memory_mib,
+                frozenset(rec.pools),
+                frozenset(rec.networks),
+                frozenset(rec.cpu_models),
+                frozenset(rec.cpu.features) if rec.cpu else frozenset(),
+            )
+            for name, (rec, _) in sorted(self.view.models(HostRecord, keys.HOSTS).items())
+        ]
+
+    def cancel_ops(self, task_id: str | None, message: str) -> list[Put | Delete]:
+        """The write that cancels ``task_id`` with ``message``, if it is still open."""
+        prev = load(self.store, Task, keys.TASKS + task_id) if task_id else None
+        if prev is None or prev[0].state.done:
+            return []
+        cancelled = prev[0].model_copy(
+            update={"state": TaskState.CANCELLED, "message": message, "updated_at": self.clock()}
+        )
+        return [put(keys.TASKS + prev[0].id, cancelled)]
