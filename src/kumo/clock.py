@@ -40,10 +40,14 @@ class SystemClock:
 
 
 class SystemIds:
-    """48 random bits as 12 hex digits: a task's id, an event key's tail."""
+    """Random hex digits, 12 (48 bits) by default: a task's id, an event key's tail; 32 for
+    ids that must never collide across a site's lifetime (a shared pool's id)."""
+
+    def __init__(self, digits: int = 12) -> None:
+        self.digits = digits
 
     def new_id(self) -> str:
-        return uuid.uuid4().hex[:12]
+        return uuid.uuid4().hex[: self.digits]
 
 
 class CountedIds:

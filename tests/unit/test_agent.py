@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kumo.agent.agent import Agent, AgentConfig
+from kumo.clock import CountedIds
 from kumo.hypervisor.base import DomainState
 from kumo.hypervisor.domain import DomainConfig, config_digest
 from kumo.hypervisor.fake import FakeHypervisor
@@ -12,6 +13,7 @@ from kumo.model.activity import Event, Task, TaskState
 from kumo.model.host import HostRecord, Image, Network, Pool
 from kumo.model.vm import Migration, MigrationState, Placement, Power, VMSpec, VMState, VMStatus
 from kumo.server.service import ClusterService
+from kumo.sim.clock import VirtualClock
 from kumo.sim.cluster import vm_spec
 from kumo.storage.pool_identity import FakePoolIds
 from kumo.storage.volumes import FakeVolumes
@@ -24,8 +26,10 @@ from kumo.store.records import decode, load, put
 
 class World:
     def __init__(self, acpi: bool = True, store: type[MemoryStore] = MemoryStore) -> None:
-        self.now = 1000.0
-        self.store = store(clock=lambda: self.now)
+        self.clock = VirtualClock(1000.0)
+        self.store = store(clock=self.clock.monotonic)
+        # one id source for every writer: events of one virtual instant keep their order
+        self.ids = CountedIds("w")
         self.hv = FakeHypervisor("h1", acpi=acpi)
         self.vols = FakeVolumes({"images/tg.qcow2"})
         self.pool_ids = FakePoolIds()
@@ -44,7 +48,16 @@ class World:
         )
         self.agent = self.new_agent()
         self.agent.register()
-        self.svc = ClusterService(self.store, clock=lambda: self.now)
+        self.svc = ClusterService(self.store, clock=self.clock.now, ids=self.ids)
+
+    @property
+    def now(self) -> float:
+        return self.clock.now()
+
+    @now.setter
+    def now(self, value: float) -> None:
+        """``w.now += s``: let ``s`` seconds pass, with no keep-alive."""
+        self.clock.advance(value - self.clock.now())
 
     def new_agent(self) -> Agent:
         return Agent(
@@ -52,7 +65,8 @@ class World:
             self.store,
             self.hv,
             self.vols,
-            clock=lambda: self.now,
+            clock=self.clock,
+            ids=self.ids,
             path_exists=lambda p: True,
             pool_ids=self.pool_ids,
         )

@@ -17,6 +17,7 @@ from kumo.server.controllers import Controllers
 from kumo.server.leader import LeaderElector, run_elected
 from kumo.server.schemas import VMCreate
 from kumo.server.service import ClusterService
+from kumo.sim.clock import VirtualClock
 from kumo.store import keys
 from kumo.store.activity import event_op, new_task
 from kumo.store.base import Delete
@@ -27,22 +28,14 @@ from tests.unit.test_agent import World
 from tests.unit.test_migration import Cluster
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_the_keeper_says_lost_before_the_store_can_expire_the_lease() -> None:
-    clock = Clock()
-    store = MemoryStore(clock=clock)
+    clock = VirtualClock()
+    store = MemoryStore(clock=clock.monotonic)
     keeper = LeaseKeeper(store, ttl=5, clock=clock)
     keeper.grant()
-    clock.now = 3.9
+    clock.advance(3.9)
     assert keeper.valid
-    clock.now = 4.0  # the TTL counted from before the grant, less a second
+    clock.advance(0.1)  # at 4.0: the TTL counted from before the grant, less a second
     assert not keeper.valid
     keeper.renew()  # still there in the store: renewed, counted from before the request
     assert keeper.valid
@@ -62,18 +55,18 @@ def _queued(store: MemoryStore) -> None:
 
 
 def test_a_deposed_leaders_writes_are_refused() -> None:
-    clock = Clock()
-    store = MemoryStore(clock=clock)
+    clock = VirtualClock()
+    store = MemoryStore(clock=clock.monotonic)
     a = LeaderElector(store, "a", ttl=5, clock=clock)
     b = LeaderElector(store, "b", ttl=5, clock=clock)
     assert a.step()
     fence = a.fence()  # read at the start of a pass; then a stalls (GC pause, lost link)
-    clock.now += 6
+    clock.advance(6)
     assert b.step()  # a's lease expired: b leads
     _queued(store)
     store.commit([], [event_op("t", "vm/web1", "note", f"e{i}", at=float(i)) for i in range(5)])
     before = store.revision()
-    svc = ClusterService(store, clock=clock)
+    svc = ClusterService(store, clock=clock.now)
     with pytest.raises(Fenced, match="leader a: write refused"):
         svc.migrations.start_queued("controller:migrations", fence)
     with pytest.raises(Fenced):

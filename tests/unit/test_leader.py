@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 from kumo.server.leader import LeaderElector
+from kumo.sim.clock import VirtualClock
 from kumo.store import keys
 from kumo.store.memory import MemoryStore
 
 
 def test_one_leader_and_takeover_after_lease_expiry() -> None:
-    now = [0.0]
-    store = MemoryStore(clock=lambda: now[0])
-    a = LeaderElector(store, "a", ttl=5, clock=lambda: now[0])
-    b = LeaderElector(store, "b", ttl=5, clock=lambda: now[0])
+    clock = VirtualClock()
+    store = MemoryStore(clock=clock.monotonic)
+    a = LeaderElector(store, "a", ttl=5, clock=clock)
+    b = LeaderElector(store, "b", ttl=5, clock=clock)
     assert a.step() and not b.step()
     assert a.current() == "a"
     for _ in range(10):  # a renews every second: b never gets in
-        now[0] += 1
+        clock.advance(1)
         assert a.step() and not b.step()
     # a stops renewing (dies); by its own clock it stops leading before the lease expires
-    now[0] += 4.1
+    clock.advance(4.1)
     assert not a.is_leader
     assert not b.step()  # the lease is still there
-    now[0] += 1.0
+    clock.advance(1.0)
     assert b.step() and b.current() == "b"
     assert store.get(keys.LEADER) is not None
 

@@ -10,7 +10,7 @@ import pytest
 from kumo.agent.agent import Agent, AgentConfig
 from kumo.agent.strategy import Measured, choose
 from kumo.hypervisor.base import Directive, DomainState
-from kumo.hypervisor.fake import FakeHypervisor
+from kumo.hypervisor.fake import FakeFabric, FakeHypervisor
 from kumo.model.activity import Task, TaskState
 from kumo.model.host import HostRecord
 from kumo.model.migration import MigrationOverride, MigrationPolicy, MigrationSettings
@@ -18,6 +18,7 @@ from kumo.model.vm import Migration, Placement, VMSpec
 from kumo.server.errors import Conflict, Invalid, NotFound
 from kumo.server.schemas import ImageImport, PoolCreate, VMCreate
 from kumo.server.service import ClusterService
+from kumo.sim.clock import VirtualClock
 from kumo.sim.cluster import define_basics
 from kumo.storage.pool_identity import FakePoolIds
 from kumo.storage.volumes import FakeVolumes
@@ -35,10 +36,11 @@ class Cluster:
         self.vols = FakeVolumes()
         self.pool_ids = FakePoolIds()  # one shared directory, seen by every host
         self.store.commit([], [Put(keys.AGENT_SECRET, b"secret")])
+        self.fabric = FakeFabric()  # the hosts reach each other's libvirtd
         self.hv: dict[str, FakeHypervisor] = {}
         self.agents: dict[str, Agent] = {}
         for h in ("h1", "h2", "h3"):
-            self.hv[h] = FakeHypervisor(h)
+            self.hv[h] = FakeHypervisor(h, fabric=self.fabric)
             cfg = AgentConfig(
                 h,
                 f"198.18.1.{10 + int(h[1])}",
@@ -341,13 +343,13 @@ def test_cold_migration_moves_a_stopped_vm(c: Cluster) -> None:
 
 
 def test_a_recent_background_sample_spares_the_wait_for_a_dirty_rate(c: Cluster) -> None:
-    now = [1000.0]
+    clock = VirtualClock(1000.0)
     src = c.agents["h1"]
-    src.migrator.clock = lambda: now[0]
+    src.migrator.clock = clock
     c.link_mib_s = 9.5  # slow: the dirty rate matters
     c.hv["h1"].dirty_mib_s = 30.0
     c.tick()  # samples web1 in the background
-    now[0] += 5
+    clock.advance(5)
     c.svc.migrations.migrate("web1", "h2", "t")
     c.tick()
     assert c.hv["h1"].measured == [] and c.hv["h1"].strategies[-1].dirty_rate_mib_s == 30.0
@@ -396,9 +398,9 @@ def test_a_host_local_disk_is_copied_and_the_old_one_removed() -> None:
 
 
 def test_a_quiet_guest_is_migrated_without_probing_the_link(c: Cluster) -> None:
-    now = [1000.0]
+    clock = VirtualClock(1000.0)
     src = c.agents["h1"]
-    src.migrator.clock = lambda: now[0]
+    src.migrator.clock = clock
     probes: list[str] = []
 
     def probe(addr: str, port: int, secret: str, seconds: float) -> float:
@@ -408,7 +410,7 @@ def test_a_quiet_guest_is_migrated_without_probing_the_link(c: Cluster) -> None:
     src.migrator.probe = probe
     c.hv["h1"].dirty_mib_s = 0.2
     c.tick()
-    now[0] += 5
+    clock.advance(5)
     c.svc.migrations.migrate("web1", "h2", "t")
     c.tick()
     s = c.hv["h1"].strategies[-1]
@@ -425,11 +427,11 @@ def test_a_migration_whose_source_host_died_is_ended_by_the_target(
         c.hv["h2"]._doms["web1"] = c.hv["h1"]._doms.pop("web1")
         c.hv["h2"]._doms["web1"].state = DomainState.RUNNING
     c.store.commit([], [Delete(keys.ALIVE + "h1")])  # its lease expired
-    now = [100.0]
-    c.agents["h2"].migrator.clock = lambda: now[0]
+    clock = VirtualClock(100.0)
+    c.agents["h2"].migrator.clock = clock
     c.agents["h2"].run_once()
     assert c.task(task.id).state == TaskState.QUEUED  # a lease blip is given time
-    now[0] += 16
+    clock.advance(16)
     c.agents["h2"].run_once()
     t = c.task(task.id)
     assert load(c.store, Migration, keys.MIGRATIONS + "web1") is None

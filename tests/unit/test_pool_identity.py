@@ -13,6 +13,7 @@ from kumo.agent.agent import Agent, AgentConfig
 from kumo.hypervisor.fake import FakeHypervisor
 from kumo.model.activity import Event
 from kumo.model.host import HostRecord, Pool, PoolIdentity
+from kumo.sim.clock import VirtualClock
 from kumo.storage.pool_identity import ID_FILE, DirPoolIds
 from kumo.storage.volumes import FakeVolumes
 from kumo.store import keys
@@ -44,7 +45,7 @@ def agent(store: ClusterStore, host: str, ids: DirPoolIds) -> Agent:
         store,
         FakeHypervisor(host),
         FakeVolumes(),
-        clock=lambda: 1000.0,
+        clock=VirtualClock(1000.0),
         path_exists=lambda p: True,
         pool_ids=ids,
         new_id=lambda: IDS[host],

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -30,6 +28,7 @@ from typing import Literal
 from kumo.agent.decide import Action, Observed, decide, report
 from kumo.agent.migrator import Migrator
 from kumo.agent.strays import Seen, Verdict, judge, strays
+from kumo.clock import SYSTEM_CLOCK, SYSTEM_IDS, Clock, Ids, SystemIds
 from kumo.hypervisor.base import (
     Domain,
     DomainState,
@@ -96,10 +95,11 @@ class Agent:
         store: ClusterStore,
         hv: Hypervisor,
         volumes: Volumes,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
         path_exists: Callable[[str], bool] = os.path.exists,
         pool_ids: PoolIds | None = None,
-        new_id: Callable[[], str] = lambda: secrets.token_hex(16),
+        new_id: Callable[[], str] | None = None,
+        ids: Ids = SYSTEM_IDS,
     ) -> None:
         self.config = config
         self.store = store
@@ -108,8 +108,10 @@ class Agent:
         self.clock = clock
         self.path_exists = path_exists
         self.pool_ids = pool_ids if pool_ids is not None else DirPoolIds()
-        self.new_id = new_id  # a shared pool's id, when this host is the first to see it
-        self.keeper = LeaseKeeper(store, config.lease_ttl)
+        self.ids = ids  # event keys' tails
+        # a shared pool's id, when this host is the first to see it
+        self.new_id = new_id if new_id is not None else SystemIds(32).new_id
+        self.keeper = LeaseKeeper(store, config.lease_ttl, clock)
         self.token = 0  # mod revision of our alive key: every fenced write compares it
         self.mem = _Memory()
         self.actor = f"agent:{config.host}"
@@ -127,12 +129,18 @@ class Agent:
         fence = Fence(f"agent {self.config.host}").on(keys.ALIVE + self.config.host, self.token)
         return fence if vm is None else fence.on(keys.PLACEMENT + vm, placement)
 
-    def _commit(self, fence: Fence, compares: list[Compare], ops: list[Put | Delete]) -> int | None:
+    def commit(self, fence: Fence, compares: list[Compare], ops: list[Put | Delete]) -> int | None:
         """Commit under ``fence``; :class:`Fenced` when the fence no longer holds."""
         rev = self.store.commit([*fence.compares, *compares], ops)
         if rev is None:
             fence.check(self.store)
         return rev
+
+    def _event(
+        self, actor: str, obj: str, action: str, message: str, at: float | None = None
+    ) -> Put:
+        """An event stamped by this agent's clock and keyed by its id source."""
+        return event_op(actor, obj, action, message, at, clock=self.clock, ids=self.ids)
 
     def register(self) -> None:
         facts = self.hv.facts()
@@ -155,14 +163,14 @@ class Agent:
             networks=self._reachable_networks(),
             schedulable=existing[0].schedulable if existing else True,
             agent_port=self.config.agent_port,
-            registered_at=self.clock(),
+            registered_at=self.clock.now(),
         )
         rev = self.store.commit(
             [],
             [
                 put(keys.HOSTS + self.config.host, record),
                 put(keys.ALIVE + self.config.host, record, lease),
-                event_op(
+                self._event(
                     self.actor,
                     f"host/{self.config.host}",
                     "registered",
@@ -207,7 +215,7 @@ class Agent:
                 ok.append(name)
                 continue
             check = check_shared_pool(
-                self.store, pool, self.pool_ids, self.config.host, self.new_id, self.clock()
+                self.store, pool, self.pool_ids, self.config.host, self.new_id, self.clock.now()
             )
             if check.available:
                 ok.append(name)
@@ -227,12 +235,12 @@ class Agent:
         self.store.commit(
             [],
             [
-                event_op(
+                self._event(
                     self.actor,
                     f"host/{self.config.host}",
                     "pool-unavailable" if problem else "pool-available",
                     message,
-                    self.clock(),
+                    self.clock.now(),
                 )
             ],
         )
@@ -254,7 +262,7 @@ class Agent:
         pools, nets = self._reachable_pools(), self._reachable_networks()
         if (pools, nets) != (record.pools, record.networks):
             updated = record.model_copy(update={"pools": pools, "networks": nets})
-            self._commit(
+            self.commit(
                 self.fence(),
                 [Compare(keys.HOSTS + self.config.host, rev)],
                 [put(keys.HOSTS + self.config.host, updated)],
@@ -287,7 +295,7 @@ class Agent:
                 hosts=tuple(n for n, _ in inputs),
                 inputs=digest(inputs),
                 computed_by=self.config.host,
-                at=self.clock(),
+                at=self.clock.now(),
             )
             if self._write_baseline(key, current[1] if current else 0, record):
                 return
@@ -306,7 +314,7 @@ class Agent:
             f"default guest CPU for new VMs ({record.domain_type}): {cpu.model}, "
             f"{len(cpu.require)} features added, {len(cpu.disable)} removed; runs on {names}"
         )
-        event = event_op(self.actor, "cluster/cpu", "baseline", message, self.clock())
+        event = self._event(self.actor, "cluster/cpu", "baseline", message, self.clock.now())
         return self.store.commit([Compare(key, rev)], [put(key, record), event]) is not None
 
     # -- a VM arriving with its host-local disk --------------------------------------
@@ -337,6 +345,10 @@ class Agent:
     def wake(self) -> None:
         """Ask the daemon loop for another pass."""
         self.on_wake()
+
+    def forget_status(self, vm: str) -> None:
+        """Forget the status last written for ``vm`` (it moved away): the next one is new."""
+        self.mem.last_status.pop(vm, None)
 
     # -- reconcile -------------------------------------------------------------------
     def run_once(self) -> None:
@@ -396,15 +408,15 @@ class Agent:
             stop_since=self.mem.stop_since.get(name),
             want_digest=self._want_digest(spec, pool) if dom is not None else None,
         )
-        decision = decide(spec, seen, self.clock())
+        decision = decide(spec, seen, self.clock.now())
         for action in decision.actions:
             if action == Action.FORGET:
                 self._forget(spec, rev, fence)
                 return
             self._act(action, spec, pool, fence)
         if decision.message and decision.actions:
-            self._commit(
-                fence, [], [event_op(self.actor, f"vm/{name}", "notice", decision.message)]
+            self.commit(
+                fence, [], [self._event(self.actor, f"vm/{name}", "notice", decision.message)]
             )
         if spec.power == Power.RUNNING:
             self.mem.stop_since.pop(name, None)
@@ -420,6 +432,7 @@ class Agent:
                 TaskState.SUCCEEDED,
                 f"{name}: {state}",
                 fence=fence.compares,
+                clock=self.clock,
             )
 
     def _want_digest(self, spec: VMSpec, pool: Pool) -> str | None:
@@ -475,10 +488,10 @@ class Agent:
             return
         host, done = self.config.host, stray.message(self.config.host)
         claim = f"stray domain of {vm} (placed on {stray.placed_on}) on {host}: removing it"
-        claimed = self._commit(
+        claimed = self.commit(
             self.fence(vm, fresh.placement_rev),
             [Compare(keys.MIGRATIONS + vm, migration[1] if migration else 0)],
-            [event_op(self.actor, f"vm/{vm}", "stray", claim + " (its disk is kept)")],
+            [self._event(self.actor, f"vm/{vm}", "stray", claim + " (its disk is kept)")],
         )
         if claimed is None:  # a migration of it began or ended meanwhile: judged next pass
             return
@@ -487,7 +500,7 @@ class Agent:
         self.hv.undefine(dom.name)
         log.warning("%s", done)
         self.mem.last_status.pop(vm, None)
-        self._commit(self.fence(), [], [event_op(self.actor, f"vm/{vm}", "stray-removed", done)])
+        self.commit(self.fence(), [], [self._event(self.actor, f"vm/{vm}", "stray-removed", done)])
 
     def _goal_reached(self, spec: VMSpec, state: VMState) -> bool:
         want = VMState.RUNNING if spec.power == Power.RUNNING else VMState.STOPPED
@@ -516,7 +529,7 @@ class Agent:
             self.hv.start(name)
         elif action == Action.SHUTDOWN:
             self.hv.shutdown(name)
-            self.mem.stop_since[name] = self.clock()
+            self.mem.stop_since[name] = self.clock.now()
         elif action == Action.DESTROY:
             self.hv.destroy(name)
         elif action in (Action.REBOOT, Action.RESET):
@@ -526,10 +539,10 @@ class Agent:
             self.hv.undefine(name)
         elif action == Action.DELETE_DISK:
             self.volumes.delete(pool.path, name)
-        self._commit(
+        self.commit(
             fence,
             [],
-            [event_op(self.actor, f"vm/{name}", str(action), f"{action} on {self.config.host}")],
+            [self._event(self.actor, f"vm/{name}", str(action), f"{action} on {self.config.host}")],
         )
 
     def domain_config(self, spec: VMSpec, pool: Pool) -> DomainConfig:
@@ -570,7 +583,7 @@ class Agent:
             state=state,
             reboot_generation=self.mem.reboot_done.get(spec.name, 0),
             message=message,
-            updated_at=self.clock(),
+            updated_at=self.clock.now(),
         )
         last = self.mem.last_status.get(spec.name)
         if last is not None and last.model_copy(update={"updated_at": 0}) == status.model_copy(
@@ -580,7 +593,7 @@ class Agent:
         ops: list[Put | Delete] = [put(keys.VMSTATUS + spec.name, status)]
         if last is None or last.state != state:
             ops.append(
-                event_op(
+                self._event(
                     self.actor,
                     f"vm/{spec.name}",
                     "state",
@@ -588,18 +601,25 @@ class Agent:
                     + (f" ({message})" if message else ""),
                 )
             )
-        self._commit(fence, [], ops)
+        self.commit(fence, [], ops)
         self.mem.last_status[spec.name] = status
 
     def _fail(self, spec: VMSpec, message: str, fence: Fence) -> None:
         log.error("vm %s: %s", spec.name, message)
         self._status(spec, VMState.ERROR, message, fence)
         if spec.task:
-            finish_task(self.store, spec.task, TaskState.FAILED, message, fence=fence.compares)
+            finish_task(
+                self.store,
+                spec.task,
+                TaskState.FAILED,
+                message,
+                fence=fence.compares,
+                clock=self.clock,
+            )
 
     def _forget(self, spec: VMSpec, rev: int, fence: Fence) -> None:
         name = spec.name
-        ok = self._commit(
+        ok = self.commit(
             fence,
             [Compare(keys.VMS + name, rev)],
             [
@@ -607,7 +627,7 @@ class Agent:
                 Delete(keys.PLACEMENT + name),
                 Delete(keys.VMSTATUS + name),
                 *(Delete(keys.MACS + nic.mac) for nic in spec.nics),  # free for other VMs
-                event_op(
+                self._event(
                     self.actor,
                     f"vm/{name}",
                     "deleted",
@@ -623,6 +643,7 @@ class Agent:
                 TaskState.SUCCEEDED,
                 f"{name} deleted",
                 fence=self.fence().compares,
+                clock=self.clock,
             )
         for m in (self.mem.stop_since, self.mem.reboot_done, self.mem.last_status):
             m.pop(name, None)
@@ -699,9 +720,9 @@ class AgentDaemon:
         last_refresh = 0.0
         while not self.stop.is_set():
             try:
-                if time.monotonic() - last_refresh > 30:
+                if self.agent.clock.monotonic() - last_refresh > 30:
                     self.agent.refresh_host()
-                    last_refresh = time.monotonic()
+                    last_refresh = self.agent.clock.monotonic()
                 self.agent.run_once()
             except StoreUnavailable as exc:
                 log.warning("%s; VMs are left as they are", exc)

@@ -10,6 +10,10 @@ running (this agent restarted) is watched to its end, not started again.
 
 Every write carries the agent's fence on the placement revision the migration started from
 (``Agent.fence``): a cut-off source agent cannot move the placement or end the task.
+
+The migrator sees its agent only through :class:`MigratingAgent` (what it reads and calls),
+so this module does not import ``agent.py``, and a test or the simulator may hand it any
+object that has those parts.
 """
 
 from __future__ import annotations
@@ -18,15 +22,16 @@ import contextlib
 import dataclasses
 import logging
 import threading
-import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from kumo.agent import http
 from kumo.agent.strategy import Governor, Measured, choose
+from kumo.clock import Clock, Ids
 from kumo.hypervisor.base import (
     Directive,
     DomainState,
+    Hypervisor,
     HypervisorError,
     MigrationCancelled,
     MigrationTarget,
@@ -34,15 +39,12 @@ from kumo.hypervisor.base import (
 from kumo.model.activity import MigrationProgress, TaskState
 from kumo.model.host import HostRecord, Pool
 from kumo.model.vm import Migration, MigrationState, Placement, VMSpec
-from kumo.storage.volumes import VolumeError
+from kumo.storage.volumes import VolumeError, Volumes
 from kumo.store import keys
 from kumo.store.activity import event_op, finish_task
-from kumo.store.base import Compare, Delete, Put, StoreUnavailable
+from kumo.store.base import ClusterStore, Compare, Delete, Put, StoreUnavailable
 from kumo.store.lease import Fence, Fenced
 from kumo.store.records import load, put
-
-if TYPE_CHECKING:
-    from kumo.agent.agent import Agent
 
 log = logging.getLogger("kumo.agent.migrate")
 PROBE_SECONDS = 0.3
@@ -53,8 +55,47 @@ ORPHAN_GRACE_S = 15.0  # the source's liveness key gone this long: the target en
 QUIET_MIB_S = 1.0  # a guest dirtying less converges on any link: the link is not probed
 
 
+class MigratingAgent(Protocol):
+    """What a migration needs of the agent on its host (``kumo.agent.agent.Agent``)."""
+
+    @property
+    def config(self) -> MigratingConfig: ...
+    @property
+    def store(self) -> ClusterStore: ...
+    @property
+    def hv(self) -> Hypervisor: ...
+    @property
+    def volumes(self) -> Volumes: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def ids(self) -> Ids: ...
+    @property
+    def actor(self) -> str: ...
+
+    def fence(self, vm: str | None = None, placement: int = 0) -> Fence: ...
+    def commit(
+        self, fence: Fence, compares: list[Compare], ops: list[Put | Delete]
+    ) -> int | None: ...
+    def wake(self) -> None: ...
+    def forget_status(self, vm: str) -> None: ...
+
+
+class MigratingConfig(Protocol):
+    """The parts of ``AgentConfig`` a migration reads."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def libvirt_uri(self) -> str: ...
+    @property
+    def migrate_uri(self) -> str: ...
+    @property
+    def threaded(self) -> bool: ...
+
+
 class Migrator:
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: MigratingAgent) -> None:
         self.agent = agent
         self.lock = threading.Lock()
         self.migrating: set[str] = set()
@@ -67,14 +108,14 @@ class Migrator:
                 rec.address, rec.agent_port, secret, method, f"/v1/incoming/{vm}"
             )
         )
-        self.clock: Callable[[], float] = time.monotonic
+        self.clock: Clock = agent.clock  # intervals: monotonic()
         self.sampled: dict[str, float] = {}  # vm -> when its last background measure began
         self.source_gone: dict[str, float] = {}  # vm -> since when its source looks dead
 
     def sample(self, running: list[str]) -> None:
         """Keep a recent dirty rate for each running VM (libvirt measures in the
         background, 1 s of page sampling), so a migration need not wait for one."""
-        now = self.clock()
+        now = self.clock.monotonic()
         for vm, at in list(self.sampled.items()):
             if now - at > SAMPLE_FRESH_S:  # gone, or moving: a migration may still read it
                 del self.sampled[vm]
@@ -86,7 +127,7 @@ class Migrator:
 
     def _sampled_rate(self, vm: str) -> float | None:
         """The background sample, when it is fresh."""
-        age = self.clock() - self.sampled.get(vm, -1e9)
+        age = self.clock.monotonic() - self.sampled.get(vm, -1e9)
         if not 2.0 <= age <= SAMPLE_FRESH_S:
             return None
         try:
@@ -132,12 +173,17 @@ class Migrator:
                 self.placed.pop(m.vm, None)
             self.agent.wake()
 
+    def _event(self, obj: str, action: str, message: str) -> Put:
+        """An event by this host's agent, on its clock and id source."""
+        a = self.agent
+        return event_op(a.actor, obj, action, message, clock=a.clock, ids=a.ids)
+
     def _fence(self, vm: str) -> Fence:
         with self.lock:
             return self.agent.fence(vm, self.placed[vm])
 
     def _commit(self, vm: str, compares: list[Compare], ops: list[Put | Delete]) -> int | None:
-        return self.agent._commit(self._fence(vm), compares, ops)
+        return self.agent.commit(self._fence(vm), compares, ops)
 
     def _finish(
         self,
@@ -149,7 +195,16 @@ class Migrator:
     ) -> None:
         """Move the migration's task on, under the fence."""
         fence = self._fence(m.vm).compares
-        finish_task(self.agent.store, m.task, state, message, progress, migration, fence=fence)
+        finish_task(
+            self.agent.store,
+            m.task,
+            state,
+            message,
+            progress,
+            migration,
+            fence=fence,
+            clock=self.agent.clock,
+        )
 
     # -- cold --------------------------------------------------------------------------
     def _cold(self, m: Migration) -> None:
@@ -235,23 +290,22 @@ class Migrator:
                 self._failed(m, f"{m.target} could not make the disk for the copy: {said}")
                 return
         self._finish(m, TaskState.RUNNING, f"{m.source} -> {m.target}: measuring")
-        began = time.monotonic()
+        began = self.clock.monotonic()
         seen = self.measure(m, spec[0], record)
         strategy = choose(m.policy, seen)
         log.info(
             "vm %s: migration to %s picked up %.2f s after the request, measured in %.2f s: %s",
             m.vm,
             m.target,
-            agent.clock() - m.started_at,
-            time.monotonic() - began,
+            agent.clock.now() - m.started_at,
+            self.clock.monotonic() - began,
             strategy.reason,
         )
         self._commit(
             m.vm,
             [],
             [
-                event_op(
-                    agent.actor,
+                self._event(
                     f"vm/{m.vm}",
                     "migration-strategy",
                     f"{strategy.name}: {strategy.reason}",
@@ -266,8 +320,8 @@ class Migrator:
         def watch(p: MigrationProgress) -> Directive:
             p = p.model_copy(update={"strategy": strategy, "downtime_target_ms": governor.downtime})
             latest[0] = p
-            if time.monotonic() - last[0] >= 0.5:
-                last[0] = time.monotonic()
+            if self.clock.monotonic() - last[0] >= 0.5:
+                last[0] = self.clock.monotonic()
                 done = p.bytes_processed / p.bytes_total if p.bytes_total else 0.0
                 self._finish(
                     m,
@@ -286,8 +340,7 @@ class Migrator:
                     m.vm,
                     [],
                     [
-                        event_op(
-                            agent.actor,
+                        self._event(
                             f"vm/{m.vm}",
                             "migration-downtime",
                             f"progress stalled at iteration {p.iteration}: downtime target "
@@ -355,7 +408,7 @@ class Migrator:
         if not mine:
             return
         alive = {e.key[len(keys.ALIVE) :] for e in agent.store.range(keys.ALIVE)}
-        now = self.clock()
+        now = self.clock.monotonic()
         for m, rev in mine:
             if m.source in alive or m.state != MigrationState.RUNNING:
                 self.source_gone.pop(m.vm, None)
@@ -368,24 +421,26 @@ class Migrator:
             ops: list[Put | Delete]
             if arrived:
                 ops = [
-                    put(keys.PLACEMENT + m.vm, Placement(host=here, at=agent.clock())),
+                    put(keys.PLACEMENT + m.vm, Placement(host=here, at=agent.clock.now())),
                     Delete(keys.MIGRATIONS + m.vm),
-                    event_op(agent.actor, f"vm/{m.vm}", "migrated", f"{why}; it runs on {here}"),
+                    self._event(f"vm/{m.vm}", "migrated", f"{why}; it runs on {here}"),
                 ]
                 state, message = TaskState.SUCCEEDED, f"{m.vm} now runs on {here} ({why})"
             else:
                 ops = [
                     Delete(keys.MIGRATIONS + m.vm),
-                    event_op(agent.actor, f"vm/{m.vm}", "migration-failed", why),
+                    self._event(f"vm/{m.vm}", "migration-failed", why),
                 ]
                 state = TaskState.FAILED
                 message = f"{why}; {m.vm} did not arrive on {here} and stays placed on {m.source}"
             fence = agent.fence(m.vm, placements[m.vm][1] if m.vm in placements else 0)
-            done = agent._commit(fence, [Compare(keys.MIGRATIONS + m.vm, rev)], ops)
+            done = agent.commit(fence, [Compare(keys.MIGRATIONS + m.vm, rev)], ops)
             if done is not None:
                 if arrived:  # placed here by that very write
                     fence = agent.fence(m.vm, done)
-                finish_task(agent.store, m.task, state, message, fence=fence.compares)
+                finish_task(
+                    agent.store, m.task, state, message, fence=fence.compares, clock=agent.clock
+                )
                 self.source_gone.pop(m.vm, None)
 
     # -- the end -----------------------------------------------------------------------
@@ -395,18 +450,16 @@ class Migrator:
             m.vm,
             [],
             [
-                put(keys.PLACEMENT + m.vm, Placement(host=m.target, at=agent.clock())),
+                put(keys.PLACEMENT + m.vm, Placement(host=m.target, at=agent.clock.now())),
                 Delete(keys.MIGRATIONS + m.vm),
-                event_op(
-                    agent.actor, f"vm/{m.vm}", "migrated", f"{m.source} -> {m.target} ({how})"
-                ),
+                self._event(f"vm/{m.vm}", "migrated", f"{m.source} -> {m.target} ({how})"),
             ],
         )
         with self.lock:
             # Set before the VM leaves `migrating`: a pass that read the old placement skips it.
             self.moved_away[m.vm] = rev or 0
             self.placed[m.vm] = rev or 0  # our own write: what the rest of the end acts on
-        agent.mem.last_status.pop(m.vm, None)
+        agent.forget_status(m.vm)
         if m.copy_storage:
             spec = load(agent.store, VMSpec, keys.VMS + m.vm)
             pool = load(agent.store, Pool, keys.POOLS + spec[0].pool) if spec else None
@@ -430,13 +483,12 @@ class Migrator:
         state: TaskState = TaskState.FAILED,
         progress: MigrationProgress | None = None,
     ) -> None:
-        agent = self.agent
         self._commit(
             m.vm,
             [],
             [
                 Delete(keys.MIGRATIONS + m.vm),
-                event_op(agent.actor, f"vm/{m.vm}", "migration-" + state.value, reason),
+                self._event(f"vm/{m.vm}", "migration-" + state.value, reason),
             ],
         )
         self._finish(m, state, reason, migration=progress)

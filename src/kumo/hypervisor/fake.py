@@ -1,5 +1,9 @@
 """A fake Hypervisor for unit tests and the simulator: domains in memory, instant power
-changes, and a guest that obeys ACPI unless told to ignore it. Obeys the hypervisor contract."""
+changes, and a guest that obeys ACPI unless told to ignore it. Obeys the hypervisor contract.
+
+Fakes that migrate to each other find each other in a :class:`FakeFabric` handed to each (as
+real hosts find each other over the network); there is no process-wide registry, so two
+simulated worlds in one process never see each other's hosts."""
 
 from __future__ import annotations
 
@@ -32,13 +36,35 @@ class _FakeDomain:
 # The fake's host-model CPU; tests give hosts others (CPUDef(model=..., features=...)).
 FAKE_CPU = CPUDef(model="fake-cpu", features=("fpu", "lm", "sse2"))
 
-# Fakes find each other by libvirt URI, as real hosts do over the network.
-FAKE_HOSTS: dict[str, FakeHypervisor] = {}
+
+class FakeFabric:
+    """The fake hosts that can reach each other, by libvirt URI
+    (``fake+tcp://HOST/system``), and whether the path from one host to another is up
+    (``connected``: the simulator's storage links)."""
+
+    def __init__(self) -> None:
+        self.hosts: dict[str, FakeHypervisor] = {}
+        self.connected: Callable[[str, str], bool] = lambda source, target: True
+
+    def join(self, hv: FakeHypervisor) -> None:
+        self.hosts[f"fake+tcp://{hv.hostname}/system"] = hv
+
+    def find(self, source: str, uri: str) -> FakeHypervisor | None:
+        """The host at ``uri`` as ``source`` reaches it; None: no such host, or no path."""
+        dest = self.hosts.get(uri)
+        if dest is None or not self.connected(source, dest.hostname):
+            return None
+        return dest
 
 
 class FakeHypervisor:
     def __init__(
-        self, hostname: str = "fake", cpus: int = 8, memory_mib: int = 16384, acpi: bool = True
+        self,
+        hostname: str = "fake",
+        cpus: int = 8,
+        memory_mib: int = 16384,
+        acpi: bool = True,
+        fabric: FakeFabric | None = None,
     ) -> None:
         self.hostname = hostname
         self.cpus = cpus
@@ -58,7 +84,11 @@ class FakeHypervisor:
         self.directives: list[Directive] = []  # what the watcher answered
         self.measured: list[str] = []  # domains whose dirty rate was measured while waiting
         self._sampled: dict[str, float | None] = {}
-        FAKE_HOSTS[f"fake+tcp://{hostname}/system"] = self
+        self.start_failures: dict[str, int] = {}  # domain -> how many next starts fail
+        self.migration_failures: set[str] = set()  # domains whose next migration fails
+        self.fabric = fabric  # None: a lone host; migrations find no destination
+        if fabric is not None:
+            fabric.join(self)
 
     def _check(self) -> None:
         if not self.up:
@@ -127,6 +157,9 @@ class FakeHypervisor:
     def start(self, name: str) -> None:
         if self._dom(name).state == DomainState.RUNNING:
             raise HypervisorError(f"libvirt on {self.hostname}: start {name}: already running")
+        if self.start_failures.get(name, 0) > 0:
+            self.start_failures[name] -= 1
+            raise HypervisorError(f"libvirt on {self.hostname}: start {name}: QEMU exited")
         self._set(name, DomainState.RUNNING)
 
     def shutdown(self, name: str) -> None:
@@ -174,7 +207,7 @@ class FakeHypervisor:
         self.targets.append(target)
         if d.state != DomainState.RUNNING:
             raise HypervisorError(f"libvirt on {self.hostname}: migrate {name}: not running")
-        dest = FAKE_HOSTS.get(target.libvirt_uri)
+        dest = self.fabric.find(self.hostname, target.libvirt_uri) if self.fabric else None
         if dest is None or not dest.up:
             raise HypervisorError(
                 f"libvirt on {self.hostname}: migrate {name} to {target.host}: "
@@ -184,6 +217,12 @@ class FakeHypervisor:
             raise HypervisorError(
                 f"libvirt on {self.hostname}: migrate {name} to {target.host}: "
                 "the destination QEMU refused the incoming migration"
+            )
+        if name in self.migration_failures:
+            self.migration_failures.discard(name)
+            raise HypervisorError(
+                f"libvirt on {self.hostname}: migrate {name} to {target.host}: "
+                "the migration job failed (injected)"
             )
         total = d.config.memory_mib * 2**20
         for step in range(1, self.migration_steps + 1):
@@ -232,3 +271,16 @@ class FakeHypervisor:
     def crash(self, name: str) -> None:
         """For tests: the guest crashes and libvirt keeps the domain in the crashed state."""
         self._set(name, DomainState.CRASHED)
+
+    def power_off(self) -> None:
+        """For the simulator: the host loses power. Every guest dies, transient domains vanish,
+        persistent definitions stay (on disk); libvirtd is down until :meth:`power_on`."""
+        for name, d in list(self._doms.items()):
+            if d.transient:
+                del self._doms[name]
+            else:
+                d.state = DomainState.SHUTOFF
+        self.up = False
+
+    def power_on(self) -> None:
+        self.up = True

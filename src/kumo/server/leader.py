@@ -10,9 +10,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
 from collections.abc import Callable
 
+from kumo.clock import SYSTEM_CLOCK, Clock
 from kumo.store import keys
 from kumo.store.base import ClusterStore, Compare, LeaseExpired, Put, StoreUnavailable
 from kumo.store.lease import Fence, Fenced, LeaseKeeper
@@ -26,7 +26,7 @@ class LeaderElector:
         store: ClusterStore,
         ident: str,
         ttl: int = 5,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.store = store
         self.ident = ident

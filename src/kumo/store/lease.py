@@ -13,10 +13,9 @@ has every fenced write refused by the store (tests/unit/test_fencing.py).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
+from kumo.clock import SYSTEM_CLOCK, Clock
 from kumo.store.base import ClusterStore, Compare, LeaseExpired
 
 
@@ -50,13 +49,14 @@ NO_FENCE = Fence("unfenced")
 
 
 class LeaseKeeper:
-    """A lease of ``ttl`` seconds and its own-clock deadline (``margin`` before the TTL)."""
+    """A lease of ``ttl`` seconds and its own-clock deadline (``margin`` before the TTL),
+    counted on ``clock.monotonic()``."""
 
     def __init__(
         self,
         store: ClusterStore,
         ttl: int,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
         margin: float = 1.0,
     ) -> None:
         self.store = store
@@ -69,18 +69,18 @@ class LeaseKeeper:
     @property
     def valid(self) -> bool:
         """Whether the lease surely still exists in the store."""
-        return self.lease != 0 and self.clock() < self.deadline
+        return self.lease != 0 and self.clock.monotonic() < self.deadline
 
     def grant(self) -> int:
         """A new lease (the old one, if any, is forgotten, not revoked)."""
-        started = self.clock()
+        started = self.clock.monotonic()
         self.lease = self.store.grant(self.ttl)
         self.deadline = started + self.ttl - self.margin
         return self.lease
 
     def renew(self) -> None:
         """Keep the lease alive; :class:`LeaseExpired` (and no lease) when it is gone."""
-        started = self.clock()
+        started = self.clock.monotonic()
         try:
             self.store.keepalive(self.lease)
         except LeaseExpired:
