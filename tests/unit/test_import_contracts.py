@@ -40,7 +40,7 @@ def lint(tmp_path: Path, module: str, line: str) -> subprocess.CompletedProcess[
 def test_the_tree_as_it_is_keeps_the_contracts(tmp_path: Path) -> None:
     result = lint(tmp_path, "", "")
     assert result.returncode == 0, result.stdout
-    assert "1 kept, 0 broken" in result.stdout
+    assert ", 0 broken" in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -62,6 +62,15 @@ def test_the_tree_as_it_is_keeps_the_contracts(tmp_path: Path) -> None:
             "time",
             "kumo.agent.strategy -> kumo.store.activity",
         ),
+        # the migrator sees the agent through a protocol: no import cycle
+        (
+            "kumo.agent.migrator",
+            "import kumo.agent.agent",
+            "kumo.agent.agent",
+            "kumo.agent.migrator -> kumo.agent.agent",
+        ),
+        ("kumo.faults", "import time", "time", "kumo.faults -> time"),
+        ("kumo.sim.clock", "import time", "time", "kumo.sim.clock -> time"),
     ],
 )
 def test_a_pure_module_importing_the_world_breaks_the_contract(
@@ -69,6 +78,6 @@ def test_a_pure_module_importing_the_world_breaks_the_contract(
 ) -> None:
     result = lint(tmp_path, module, line)
     assert result.returncode == 1, result.stdout
-    assert "0 kept, 1 broken" in result.stdout
+    assert ", 1 broken" in result.stdout
     assert f"is not allowed to import {forbidden}:" in result.stdout
     assert chain in result.stdout

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from kumo import faults as vocabulary
 from kumo.lab import (
     control_plane,
     faults,
@@ -244,42 +245,33 @@ def exec_prefix(node_name: str) -> list[str]:
 
 
 def fault(kind: str, args: list[str]) -> str:
-    """Apply one fault; returns a sentence saying what was done."""
-    if kind not in faults.FAULT_KINDS:
-        raise LabPlanError(f"fault: unknown fault {kind!r}; known: {', '.join(faults.FAULT_KINDS)}")
-    usage = {
-        "kill-host": "kill-host HOST",
-        "kill-libvirtd": "kill-libvirtd HOST",
-        "kill-agent": "kill-agent HOST",
-        "cut": "cut HOST public|storage",
-        "partition": "partition HOST",
-        "slow": "slow HOST public|storage RATE",
-        "heal": "heal HOST",
-    }[kind]
-    arity = len(usage.split()) - 1
-    if len(args) != arity:
-        raise LabPlanError(f"fault {kind}: expected `{usage}`")
+    """Apply one fault; returns a sentence saying what was done. The arguments are read
+    through the fault vocabulary the simulator shares (kumo.faults.from_lab)."""
+    try:
+        what = vocabulary.from_lab(kind, args)
+    except vocabulary.FaultError as exc:
+        raise LabPlanError(str(exc)) from None
     plan = current_plan()
     host = plan.host(args[0])
-    if kind == "kill-host":
+    if isinstance(what, vocabulary.PowerOff):
         faults.kill_host(host)
         return f"{host.name}: every process killed (power pulled)"
-    if kind == "kill-libvirtd":
+    if isinstance(what, vocabulary.KillLibvirtd):
         n = faults.kill_libvirtd(host)
         return f"{host.name}: libvirtd killed ({n} process(es)); QEMU goes on"
-    if kind == "kill-agent":
+    if isinstance(what, vocabulary.KillAgent):
         n = faults.kill_agent(host)
         return f"{host.name}: kumo agent killed ({n} process(es))"
-    if kind == "cut":
-        net = faults.parse_network(args[1])
+    if isinstance(what, vocabulary.Link):
+        net = faults.parse_network(what.net)
         faults.cut(plan, host, net)
         return f"{host.name}: {net} link cut"
-    if kind == "partition":
+    if isinstance(what, vocabulary.Partition):
         faults.partition(plan, host)
         return f"{host.name}: partitioned from etcd ({plan.etcd_endpoint}); links stay up"
-    if kind == "slow":
-        net = faults.parse_network(args[1])
-        rate = faults.parse_rate(args[2])
+    if isinstance(what, vocabulary.Slow):
+        net = faults.parse_network(what.net)
+        rate = faults.parse_rate(args[2])  # tc's own spelling of the rate
         faults.slow(host, net, rate)
         return f"{host.name}: {net} link slowed to {rate}"
     domain_type = json.loads(STATE_FILE.read_text()).get("domain_type", "qemu")
