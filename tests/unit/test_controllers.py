@@ -1,16 +1,18 @@
-"""The leader's controllers: the event log stays bounded, oldest events go first, in
-transactions that etcd accepts."""
+"""The leader's controllers: one reconciler per concern, run in a fixed order, each again
+when its requeue time is due; the leader's fence is read once a pass; the event log stays
+bounded, oldest events go first, in transactions that etcd accepts."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from kumo.model.activity import Event
-from kumo.server.controllers import Controllers
+from kumo.server.controllers import Controllers, EventTrimmer
 from kumo.server.service import ClusterService
 from kumo.store import keys
 from kumo.store.activity import event_op
 from kumo.store.base import Compare, Delete, Put
+from kumo.store.lease import Fence
 from kumo.store.memory import MemoryStore
 from kumo.store.records import decode
 
@@ -80,3 +82,66 @@ def test_trim_every_pass() -> None:
         add_events(store, 10 * n, 10)
         controllers.run_once()
         assert len(messages(store)) == 5
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Recorder:
+    """A reconciler that notes each run and asks to run again after ``after`` seconds."""
+
+    def __init__(self, name: str, runs: list[tuple[str, float]], after: float | None) -> None:
+        self.name, self.runs, self.after = name, runs, after
+
+    def reconcile(self, now: float) -> float | None:
+        self.runs.append((self.name, now))
+        return self.after
+
+
+def test_reconcilers_run_in_a_fixed_order() -> None:
+    controllers = Controllers(ClusterService(MemoryStore()))
+    names = [r.name for r in controllers.reconcilers]
+    assert names == ["scheduler", "maintenance", "migrations", "events"]
+
+
+def test_a_reconciler_runs_again_once_its_requeue_time_is_due() -> None:
+    clock = Clock()
+    controllers = Controllers(ClusterService(MemoryStore(), clock=clock))
+    runs: list[tuple[str, float]] = []
+    controllers.reconcilers = (Recorder("every", runs, None), Recorder("later", runs, 10.0))
+    controllers.run_once()
+    clock.now += 9.5
+    controllers.run_once()  # "later" is not due yet
+    clock.now += 0.5
+    controllers.run_once()  # now it is
+    assert runs == [
+        ("every", 100.0),
+        ("later", 100.0),
+        ("every", 109.5),
+        ("every", 110.0),
+        ("later", 110.0),
+    ]
+
+
+def test_the_fence_is_read_once_a_pass_and_given_to_every_reconciler() -> None:
+    fences = [Fence(f"leader {i}") for i in range(2)]
+    read: list[Fence] = []
+
+    def fence() -> Fence:
+        read.append(fences[len(read)])
+        return read[-1]
+
+    controllers = Controllers(ClusterService(MemoryStore()), fence=fence)
+    trimmer = controllers.reconcilers[-1]
+    assert isinstance(trimmer, EventTrimmer)
+    seen = []
+    for _ in fences:
+        controllers.run_once()
+        seen.append([r.fence() for r in controllers.reconcilers])  # type: ignore[attr-defined]
+    assert read == fences
+    assert seen == [[fences[0]] * 4, [fences[1]] * 4]
