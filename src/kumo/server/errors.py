@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
@@ -141,8 +142,9 @@ def _json(body: ErrorBody | ValidationErrorBody, status: int, **headers: str) ->
 def _allowed(request: Request) -> list[str]:
     """Every method some route serves on this path (Starlette names only the first route's)."""
     methods: set[str] = set()
-    for route in request.app.router.routes:
-        route_methods = getattr(route, "methods", None)
+    # Through the routers the app includes (FastAPI keeps them as included routers).
+    for route in iter_route_contexts(request.app.router.routes):
+        route_methods = route.methods
         if route_methods and route.matches(request.scope)[0] != Match.NONE:
             methods |= route_methods
     return sorted(methods)
