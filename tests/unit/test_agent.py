@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from kumo.agent.agent import Agent, AgentConfig
-from kumo.clock import CountedIds
+from kumo.agent.agent import Agent
 from kumo.hypervisor.base import DomainState
 from kumo.hypervisor.domain import DomainConfig, config_digest
-from kumo.hypervisor.fake import FakeHypervisor
 from kumo.model.activity import Event, Task, TaskState
-from kumo.model.host import HostRecord, Image, Network, Pool
+from kumo.model.host import HostRecord, Image, Pool
 from kumo.model.vm import Migration, MigrationState, Placement, Power, VMSpec, VMState, VMStatus
-from kumo.server.service import ClusterService
-from kumo.sim.clock import VirtualClock
 from kumo.sim.cluster import vm_spec
-from kumo.storage.pool_identity import FakePoolIds
+from kumo.sim.world import World as World_
 from kumo.storage.volumes import FakeVolumes
 from kumo.store import keys
 from kumo.store.activity import new_task
@@ -25,19 +21,19 @@ from kumo.store.records import decode, load, put
 
 
 class World:
+    """One host of a simulated world (kumo.sim.World) at t=1000, no controllers: the tests
+    write records as the server would and call the agent's pass themselves."""
+
     def __init__(self, acpi: bool = True, store: type[MemoryStore] = MemoryStore) -> None:
-        self.clock = VirtualClock(1000.0)
-        self.store = store(clock=self.clock.monotonic)
-        # one id source for every writer: events of one virtual instant keep their order
-        self.ids = CountedIds("w")
-        self.hv = FakeHypervisor("h1", acpi=acpi)
         self.vols = FakeVolumes({"images/tg.qcow2"})
-        self.pool_ids = FakePoolIds()
+        self.world = World_(("h1",), replicas=0, start=1000.0, store=store, volumes=self.vols)
+        self.clock, self.store, self.ids = self.world.clock, self.world.store, self.world.ids
+        self.host = self.world.hosts["h1"]
+        self.hv = self.host.hv
+        self.hv.acpi = acpi
         self.store.commit(
             [],
             [
-                put(keys.POOLS + "shared", Pool(name="shared", kind="shared-dir", path="/pool")),
-                put(keys.NETWORKS + "public", Network(name="public", bridge="br0")),
                 put(
                     keys.IMAGES + "tg",
                     Image(
@@ -46,9 +42,9 @@ class World:
                 ),
             ],
         )
-        self.agent = self.new_agent()
-        self.agent.register()
-        self.svc = ClusterService(self.store, clock=self.clock.now, ids=self.ids)
+        assert self.host.agent is not None
+        self.agent = self.host.agent
+        self.svc = self.world.service
 
     @property
     def now(self) -> float:
@@ -60,16 +56,8 @@ class World:
         self.clock.advance(value - self.clock.now())
 
     def new_agent(self) -> Agent:
-        return Agent(
-            AgentConfig("h1", "198.18.1.11", "qemu"),
-            self.store,
-            self.hv,
-            self.vols,
-            clock=self.clock,
-            ids=self.ids,
-            path_exists=lambda p: True,
-            pool_ids=self.pool_ids,
-        )
+        """Another agent process for h1 (a restart), not yet registered."""
+        return self.world.new_agent(self.host)
 
     def wait(self, seconds: int) -> None:
         """Let ``seconds`` pass, the agent renewing its lease every second as its daemon does."""

@@ -71,6 +71,13 @@ def test_the_tree_as_it_is_keeps_the_contracts(tmp_path: Path) -> None:
         ),
         ("kumo.faults", "import time", "time", "kumo.faults -> time"),
         ("kumo.sim.clock", "import time", "time", "kumo.sim.clock -> time"),
+        ("kumo.sim.invariants", "import random", "random", "kumo.sim.invariants -> random"),
+        (
+            "kumo.sim.world",
+            "from kumo.server import schemas",
+            "kumo.server.schemas",
+            "kumo.sim.world -> kumo.server.schemas",
+        ),
     ],
 )
 def test_a_pure_module_importing_the_world_breaks_the_contract(

@@ -313,7 +313,7 @@ class Migrator:
             ],
         )
         governor = Governor(strategy)
-        last = [0.0]
+        last = [float("-inf")]  # the first progress report is always written
         cancelled = [False]
         latest = [MigrationProgress(strategy=strategy)]
 

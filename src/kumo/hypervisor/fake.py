@@ -272,6 +272,11 @@ class FakeHypervisor:
         """For tests: the guest crashes and libvirt keeps the domain in the crashed state."""
         self._set(name, DomainState.CRASHED)
 
+    def guests(self) -> dict[str, DomainState]:
+        """For the simulator: each domain's state as QEMU has it, whether libvirtd answers
+        or not (the ground truth its invariants check)."""
+        return {n: d.state for n, d in sorted(self._doms.items())}
+
     def power_off(self) -> None:
         """For the simulator: the host loses power. Every guest dies, transient domains vanish,
         persistent definitions stay (on disk); libvirtd is down until :meth:`power_on`."""

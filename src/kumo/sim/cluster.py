@@ -1,17 +1,18 @@
 """Simulated hosts and the first objects of a cluster, written as an agent and an operator
-would write them."""
+would write them (for tests, benchmarks and ``kumo.sim.World``; no server module needed)."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from typing import Protocol
 
-from kumo.clock import SYSTEM_CLOCK, Clock
-from kumo.model.host import HostRecord
+from kumo.clock import SYSTEM_CLOCK, Clock, Ids
+from kumo.model.host import HostRecord, Image, Network, Pool
 from kumo.model.vm import Nic, VMSpec
-from kumo.server.schemas import ImageImport, NetworkCreate, PoolCreate
-from kumo.server.service import ClusterService
 from kumo.store import keys
-from kumo.store.base import ClusterStore
+from kumo.store.activity import event_op
+from kumo.store.base import ClusterStore, Compare
 from kumo.store.records import put
 
 
@@ -43,11 +44,33 @@ def register_hosts(store: ClusterStore, hosts: list[HostRecord], ttl: int = 60) 
     return lease
 
 
-def define_basics(service: ClusterService, image: str = "img") -> None:
-    """The shared pool, the public network and one image."""
-    service.create_pool(PoolCreate(name="shared", path="/pool"), "sim")
-    service.create_network(NetworkCreate(name="public", bridge="br0"), "sim")
-    service.import_image(ImageImport(name=image, pool="shared", path=f"{image}.qcow2"), "sim")
+class Operator(Protocol):
+    """Who writes the basics: a ``ClusterService`` (its store, clock and ids) will do."""
+
+    @property
+    def store(self) -> ClusterStore: ...
+    @property
+    def clock(self) -> Callable[[], float]: ...
+    @property
+    def ids(self) -> Ids: ...
+
+
+def define_basics(service: Operator, image: str = "img") -> None:
+    """The shared pool, the public network and one image, each with its ``created`` event,
+    as the API's commands write them (stamped by the service's clock and ids)."""
+    now = service.clock()
+    for key, model, kind in (
+        (keys.POOLS + "shared", Pool(name="shared", kind="shared-dir", path="/pool"), "pool"),
+        (keys.NETWORKS + "public", Network(name="public", bridge="br0"), "network"),
+        (
+            keys.IMAGES + image,
+            Image(name=image, pool="shared", path=f"{image}.qcow2", size_gib=1, created_at=now),
+            "image",
+        ),
+    ):
+        event = event_op("sim", f"{kind}/{model.name}", "created", "", now, ids=service.ids)
+        if service.store.commit([Compare(key, 0)], [put(key, model), event]) is None:
+            raise ValueError(f"{kind} {model.name} already exists")
 
 
 def vm_spec(name: str, **changes: object) -> VMSpec:

@@ -141,6 +141,15 @@ class MemoryStore:
         with self._lock:
             self._drop_lease(lease)
 
+    def extend_leases(self) -> None:
+        """Every lease at its full TTL again from now: what etcd does when it gets a new
+        leader, so an outage of the whole store expires nobody's lease (the simulator's
+        ``store up``)."""
+        now = self._clock()
+        with self._lock:
+            for lease in self._leases.values():
+                lease.expires = now + lease.ttl
+
     def expire_leases(self) -> None:
         now = self._clock()
         with self._lock:
