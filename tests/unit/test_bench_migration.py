@@ -94,10 +94,12 @@ def test_virsh_gets_what_kumo_gives_libvirt(s: Strategy) -> None:
     assert as_libvirt(virsh_options(s)) == kumo_gives(s)
 
 
-def test_the_busy_lab_case_gives_virsh_kumos_throttle() -> None:
-    s = choose(MigrationPolicy(), Measured(256, 10.0, 64.0, postcopy=False, encoding=False))
+def test_the_busy_case_gives_virsh_kumos_throttle_and_none_under_tcg() -> None:
+    s = choose(MigrationPolicy(), Measured(256, 10.0, 64.0, postcopy=False, encoding=True))
     opts = virsh_options(s)
-    assert opts[opts.index("--auto-converge-initial") + 1] == str(s.throttle_initial) == "99"
+    assert opts[opts.index("--auto-converge-initial") + 1] == str(s.throttle_initial)
+    tcg = choose(MigrationPolicy(), Measured(256, 10.0, 64.0, postcopy=False, encoding=False))
+    assert "--auto-converge" not in virsh_options(tcg)
 
 
 @pytest.mark.parametrize("s", strategies(postcopy=True)[:1], ids=lambda s: s.name)

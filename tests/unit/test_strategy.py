@@ -95,13 +95,17 @@ def test_the_governor_switches_to_post_copy_after_the_first_round() -> None:
     assert not g.step(progress(3, 100)).postcopy
 
 
-def test_page_encoding_is_never_used_where_it_is_unsafe() -> None:
+def test_page_encoding_and_throttling_are_never_used_where_they_are_unsafe() -> None:
     tcg = Measured(
         memory_mib=2048, link_mib_s=9.0, dirty_rate_mib_s=60.0, postcopy=False, encoding=False
     )
     forced = effective(POLICY, MigrationOverride(xbzrle="on", compression="on"))
     s = choose(forced, tcg)
-    assert not s.xbzrle and not s.compression and s.name == "pre-copy+throttle"
+    assert not s.xbzrle and not s.compression and not s.auto_converge and s.name == "pre-copy"
+    assert "throttling is unsafe on these hosts (TCG" in s.reason
+    assert not choose(
+        POLICY, Measured(2048, 9.0, 0.1, postcopy=False, encoding=False)
+    ).auto_converge
 
 
 def test_post_copy_goes_without_compression() -> None:

@@ -14,8 +14,9 @@ the guest's dirty rate (libvirt's dirty-rate calculation).
   measured 5.9 s without an answer to ping, ADR 0006.)
 - Otherwise pre-copy with auto-converge that starts throttling hard, sized from the ratio of
   the two rates: QEMU's defaults (20 %, +10 % per round) take many rounds over a slow link.
-  Post-copy, xbzrle and compression are used only where the hosts say they are safe: not
-  under TCG, where each of them corrupted guest memory in the lab (ADR 0006).
+  Post-copy, xbzrle, compression and throttling are used only where the hosts say they are
+  safe: not under TCG, where each of them corrupted guest memory in the lab (ADR 0006); there
+  a busy guest gets plain pre-copy, the downtime target rising in steps, then the timeout.
 - On a slow link (under 1 Gbit/s) pages are compressed: CPU is cheaper than the wire.
   On a fast one, a guest that dirties memory gets xbzrle (re-sent pages as deltas).
   Neither where the hosts say page encoding is unsafe: under TCG, QEMU 7.2 corrupted guest
@@ -51,7 +52,7 @@ class Measured:
     link_mib_s: float | None  # None: not measured
     dirty_rate_mib_s: float | None  # None: not measured (the link carries the RAM at once)
     postcopy: bool  # both hosts support post-copy
-    encoding: bool  # xbzrle and compression are safe on both hosts (not under TCG)
+    encoding: bool  # xbzrle, compression and auto-converge are safe on both hosts (not TCG)
 
 
 def _pow2(mib: float) -> int:
@@ -63,6 +64,7 @@ def choose(policy: MigrationPolicy, seen: Measured) -> Strategy:
     if policy.bandwidth_mib_s:
         link = min(link, policy.bandwidth_mib_s) if link else float(policy.bandwidth_mib_s)
     dirty = seen.dirty_rate_mib_s
+    throttle = policy.auto_converge and seen.encoding
     timeout = max(float(policy.min_timeout_s), policy.timeout_s_per_gib * seen.memory_mib / 1024.0)
     slow = link is not None and link < SLOW_LINK_MIB_S
     compress = seen.encoding and (
@@ -78,7 +80,7 @@ def choose(policy: MigrationPolicy, seen: Measured) -> Strategy:
         reason="",
         dirty_rate_mib_s=dirty,
         link_mib_s=seen.link_mib_s,
-        auto_converge=policy.auto_converge,
+        auto_converge=throttle,
         xbzrle=xbzrle,
         xbzrle_cache_mib=min(_pow2(seen.memory_mib / 2), 1024) if xbzrle else 0,
         compression=compress,
@@ -114,12 +116,18 @@ def choose(policy: MigrationPolicy, seen: Measured) -> Strategy:
                 "bandwidth_mib_s": policy.bandwidth_mib_s or (pace if pace >= 1 else 0),
             }
         )
-    if not policy.auto_converge:
+    if not throttle:
+        why = (
+            "the policy forbids throttling"
+            if not policy.auto_converge
+            else "throttling is unsafe on these hosts (TCG: a throttled guest was corrupted "
+            "at switch-over, ADR 0006)"
+        )
         return base.model_copy(
             update={
                 "name": "pre-copy" + suffix,
-                "reason": f"{rates}: pre-copy may not converge and the policy forbids "
-                "throttling; the downtime target rises in steps, then the timeout aborts",
+                "reason": f"{rates}: pre-copy may not converge and {why}; the downtime "
+                "target rises in steps, then the timeout aborts",
             }
         )
     # Throttle so that each round is a tenth of the one before: QEMU throttles only from
