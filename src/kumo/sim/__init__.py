@@ -1,2 +1,4 @@
-"""Simulated cluster parts: hosts that exist only as records in the store, for tests and
-benchmarks of the control plane (the scenario simulator will grow here)."""
+"""The deterministic simulator (docs/simulator.md): ``World`` (world.py) steps real agents,
+leader electors and controllers on a ``VirtualClock`` (clock.py), over fake hosts and an
+in-memory store reached per process (store.py), checking the invariants (invariants.py)
+every tick. ``cluster.py`` keeps the record-only helpers the benchmarks use."""
