@@ -11,7 +11,7 @@ from kumo.server.errors import Conflict, Invalid, NotFound
 from kumo.server.migrations import Migrations
 from kumo.server.state import ClusterState
 from kumo.store import keys
-from kumo.store.activity import event_op, finish_task, new_task
+from kumo.store.activity import finish_task
 from kumo.store.base import Compare, Delete, Put
 from kumo.store.lease import NO_FENCE, Fence
 from kumo.store.records import load, put
@@ -33,14 +33,14 @@ class Maintainer:
         if action == "enter":
             if found is not None:
                 raise Conflict(f"host {host} is already in {found[0].state}")
-            task = new_task("host.maintenance", f"host/{host}", actor, st.clock())
+            task = st.new_task("host.maintenance", f"host/{host}", actor)
             m = Maintenance(host=host, task=task.id, since=st.clock())
             ok = st.commit(
                 [Compare(keys.MAINTENANCE + host, 0)],
                 [
                     put(keys.MAINTENANCE + host, m),
                     put(keys.TASKS + task.id, task),
-                    event_op(
+                    self.state.event(
                         actor, f"host/{host}", "maintenance", "enter: unschedulable, draining"
                     ),
                 ],
@@ -53,7 +53,7 @@ class Maintainer:
         m, rev = found
         ops: list[Put | Delete] = [
             Delete(keys.MAINTENANCE + host),
-            event_op(actor, f"host/{host}", "maintenance", "exit: schedulable"),
+            self.state.event(actor, f"host/{host}", "maintenance", "exit: schedulable"),
         ]
         ops += st.cancel_ops(m.task, "maintenance exited before the host was empty")
         if st.commit([Compare(keys.MAINTENANCE + host, rev)], ops) is None:
@@ -67,7 +67,7 @@ class Maintainer:
                         tasks.append(self.migrations.migrate(vm, host, actor))
                     except (Conflict, Invalid, NotFound) as exc:
                         st.store.commit(
-                            [], [event_op(actor, f"vm/{vm}", "failback", f"stays: {exc}")]
+                            [], [self.state.event(actor, f"vm/{vm}", "failback", f"stays: {exc}")]
                         )
         return tasks
 
@@ -128,7 +128,7 @@ class Maintainer:
                 continue
             ops: list[Put | Delete] = [put(keys.MAINTENANCE + host, changed)]
             if state != m.state or message != m.message:
-                ops.append(event_op(actor, f"host/{host}", state.value, message))
+                ops.append(self.state.event(actor, f"host/{host}", state.value, message))
             ok = st.commit([*fence.compares, Compare(keys.MAINTENANCE + host, rev)], ops)
             if ok is None:
                 fence.check(st.store)

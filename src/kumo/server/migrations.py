@@ -29,7 +29,7 @@ from kumo.server.errors import Conflict, Invalid
 from kumo.server.placement import Placer
 from kumo.server.state import ClusterState
 from kumo.store import keys
-from kumo.store.activity import event_op, finish_task, new_task
+from kumo.store.activity import finish_task
 from kumo.store.base import Compare, Delete, Put
 from kumo.store.lease import NO_FENCE, Fence
 from kumo.store.records import decode, load, put
@@ -103,7 +103,7 @@ class Migrations:
             [Compare(keys.MIGRATION_SETTINGS, found.mod_revision if found else 0)],
             [
                 put(keys.MIGRATION_SETTINGS, new),
-                event_op(actor, "cluster/migration", "policy", new.model_dump_json()),
+                self.state.event(actor, "cluster/migration", "policy", new.model_dump_json()),
             ],
         )
         if ok is None:
@@ -120,7 +120,7 @@ class Migrations:
             [Compare(keys.VMS + name, rev)],
             [
                 put(keys.VMS + name, updated),
-                event_op(
+                self.state.event(
                     actor,
                     f"vm/{name}",
                     "migration-policy",
@@ -195,7 +195,7 @@ class Migrations:
         settings = self.settings()
         beneath = effective(settings.policy, spec.migration)
         policy = _over(beneath, override, "the cluster's and the VM's policy", "policy.")
-        task = new_task("vm.migrate", f"vm/{name}", actor, st.clock())
+        task = st.new_task("vm.migrate", f"vm/{name}", actor)
         running = [m for m, _ in view.models(Migration, keys.MIGRATIONS).values()]
         wait = _slots(
             [m for m in running if m.state == MigrationState.RUNNING], settings, source, result.host
@@ -223,7 +223,7 @@ class Migrations:
             [
                 put(keys.MIGRATIONS + name, m),
                 put(keys.TASKS + task.id, task),
-                event_op(
+                self.state.event(
                     actor,
                     f"vm/{name}",
                     "migrate",
@@ -261,7 +261,7 @@ class Migrations:
                 [*fence.compares, Compare(keys.MIGRATIONS + vm, rev)],
                 [
                     put(keys.MIGRATIONS + vm, go),
-                    event_op(actor, f"vm/{vm}", "migrate", f"dequeued ({m.task})"),
+                    self.state.event(actor, f"vm/{vm}", "migrate", f"dequeued ({m.task})"),
                 ],
             )
             if ok is None:
@@ -292,7 +292,7 @@ class Migrations:
             ops += st.cancel_ops(task_id, f"cancelled while queued; {vm} stays on {m.source}")
         else:
             ops = [put(keys.MIGRATIONS + vm, m.model_copy(update={"cancel": True}))]
-        ops.append(event_op(actor, f"vm/{vm}", "cancel", f"migration {task_id}"))
+        ops.append(self.state.event(actor, f"vm/{vm}", "cancel", f"migration {task_id}"))
         if st.commit([Compare(keys.MIGRATIONS + vm, mrev)], ops) is None:
             raise Conflict(f"task {task_id} changed meanwhile; try again")
         return st.task(task_id)

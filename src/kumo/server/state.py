@@ -19,6 +19,7 @@ from kumo.scheduler.placement import HostView as SchedHost
 from kumo.scheduler.placement import Policy
 from kumo.server.errors import NotFound
 from kumo.store import keys
+from kumo.store.activity import event_op, new_task
 from kumo.store.base import ClusterStore, Compare, Delete, Put
 from kumo.store.cache import DirectView, StoreCache
 from kumo.store.liveness import alive_hosts
@@ -56,6 +57,14 @@ class ClusterState:
         if not found:
             self.view.sync()
         return found
+
+    def event(self, actor: str, obj: str, action: str, message: str) -> Put:
+        """An event stamped with this state's clock and ids, to commit with its change."""
+        return event_op(actor, obj, action, message, self.clock(), ids=self.ids)
+
+    def new_task(self, kind: str, target: str, actor: str) -> Task:
+        """A queued task stamped with this state's clock, its id from this state's ids."""
+        return new_task(kind, target, actor, self.clock(), ids=self.ids)
 
     # -- lookups ---------------------------------------------------------------------------
     def spec(self, name: str) -> tuple[VMSpec, int]:

@@ -1,0 +1,25 @@
+"""Every part of the server stamps what it writes with the one clock and id source of its
+``ClusterState``: migrations and maintenance too, so a simulated run replays byte for byte."""
+
+from __future__ import annotations
+
+from kumo.clock import CountedIds
+from kumo.model.activity import Event
+from kumo.model.migration import MigrationSettings
+from kumo.server.service import ClusterService
+from kumo.sim.cluster import register_hosts, sim_host
+from kumo.store import keys
+from kumo.store.memory import MemoryStore
+from kumo.store.records import decode
+
+
+def test_maintenance_and_migration_settings_use_the_states_clock_and_ids() -> None:
+    store = MemoryStore()
+    register_hosts(store, [sim_host("h1")])
+    svc = ClusterService(store, clock=lambda: 1234.5, ids=CountedIds("x"))
+    [task] = svc.migrations.maintenance("h1", "enter", False, "t")
+    svc.migrations.set_settings(MigrationSettings(), "t")
+    assert (task.id, task.created_at) == ("x000001", 1234.5)
+    events = store.range(keys.EVENTS)
+    assert [e.key.rsplit("-", 1)[1] for e in events] == ["x000002", "x000003"]
+    assert {decode(Event, e).time for e in events} == {1234.5}
