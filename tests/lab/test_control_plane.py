@@ -3,6 +3,8 @@ real libvirtd/QEMU guests, driven through the `kumo` CLI as a user would."""
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import re
@@ -17,7 +19,7 @@ import pytest
 from kumo.lab import control_plane, services
 from kumo.lab import lab as lab_mod
 from kumo.lab.namespaces import STATE_DIR, pids_in_netns
-from kumo.lab.plan import LabPlan
+from kumo.lab.plan import SHARED_POOL_PATH, LabPlan
 from kumo.model.vm import Placement
 from kumo.store import keys
 from kumo.store.etcd import EtcdStore
@@ -187,6 +189,61 @@ def test_a_stray_domain_is_removed_when_its_vm_is_placed_elsewhere(plan: LabPlan
     assert (DISKS / "st1.qcow2").exists()
     assert heartbeat_after("st1", ref) != ref[0]  # booted again, on the new host
     assert str(vm_json("st1")[0]["host"]) == new and "st1" in virsh_names(new)
+
+
+def _copy_of(xml: str, name: str) -> str:
+    """A transient domain on the same disk as ``xml``'s: another name and uuid, no NIC."""
+    xml = re.sub(r"<name>[^<]*</name>", f"<name>{name}</name>", xml, count=1)
+    xml = re.sub(r"<uuid>[^<]*</uuid>", "", xml, count=1)
+    return re.sub(r"<interface .*?</interface>", "", xml, flags=re.S)
+
+
+def _lease_held(disk: str) -> bool:
+    """Whether some host's virtlockd holds the disk's lease: an fcntl lock on the lease file
+    named by the SHA-256 of the disk's path, in the lockspace on the shared pool (virtlockd
+    removes the file when it releases the lease)."""
+    name = hashlib.sha256(disk.encode()).hexdigest()
+    try:
+        fd = os.open(DISKS.parent / ".kumo-lockspace" / name, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # and our own lock with it
+    return False
+
+
+def test_a_second_host_cannot_open_a_running_vms_disk(
+    plan: LabPlan, vms: VMs, tmp_path: Path
+) -> None:
+    """Disk safety below kumo, in two layers: QEMU's image locks and each host's virtlockd,
+    which holds the disk lease of every domain it runs (lockspace on the shared pool) for as
+    long as the host lives. A copy of the domain started by hand on another host is refused;
+    once kumo stops the VM, the lease is free and the same copy starts."""
+    vms.create("lk1")
+    host = str(vm_json("lk1")[0]["host"])
+    other = next(h.name for h in plan.hosts if h.name != host)
+    disk = f"{SHARED_POOL_PATH}/vms/lk1.qcow2"
+    assert _lease_held(disk)
+    copy = tmp_path / "lk1-copy.xml"
+    copy.write_text(
+        _copy_of(kumo("lab", "exec", host, "--", "virsh", "dumpxml", "lk1").stdout, "lk1-copy")
+    )
+    refused = kumo("lab", "exec", other, "--", "virsh", "create", str(copy), check=False)
+    assert refused.returncode != 0, refused.stdout
+    assert 'Failed to get "write" lock' in refused.stderr or "is locked" in refused.stderr, (
+        refused.stderr
+    )
+    kumo("vm", "stop", "lk1", "--wait")  # the lease goes with the domain
+    assert not _lease_held(disk)
+    started = kumo("lab", "exec", other, "--", "virsh", "create", str(copy), check=False)
+    held_by_copy = _lease_held(disk)
+    kumo("lab", "exec", other, "--", "virsh", "destroy", "lk1-copy", check=False)
+    assert started.returncode == 0, started.stderr
+    assert held_by_copy  # the other host's virtlockd took it
 
 
 def test_anti_affinity_group_spreads_then_refuses(plan: LabPlan, vms: VMs) -> None:

@@ -188,7 +188,7 @@ def heal(plan: LabPlan, host: Node, domain_type: str) -> list[str]:
             done.append("libvirtd restarted")
         else:
             start_daemons(host)
-            done.append("powered on (libvirtd, virtlogd)")
+            done.append("powered on (libvirtd, virtlogd, virtlockd)")
         wait_libvirtd([host])
     if not control_plane.agent_running(host):
         control_plane.start_agent(plan, host, domain_type)

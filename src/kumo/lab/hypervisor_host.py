@@ -1,4 +1,4 @@
-"""A lab hypervisor host: private libvirt directories, its own libvirtd and virtlogd.
+"""A lab hypervisor host: private libvirt directories, its own libvirtd, virtlogd and virtlockd.
 
 Each host sees its own ``/run``, ``/etc/libvirt``, ``/var/lib/libvirt``, ``/var/log/libvirt``,
 ``/var/cache/libvirt`` and ``/var/lib/kumo`` (bind mounts of ``STATE_DIR/<host>/…``), and the
@@ -64,6 +64,19 @@ QEMU_CONF = (
     'security_driver = "none"\n'
     "dynamic_ownership = 0\n"
     'stdio_handler = "logd"\n'
+    'lock_manager = "lockd"\n'
+)
+# Disk leases held by each host's virtlockd (fcntl locks) on indirect lock files in the shared
+# pool, named by the SHA-256 of the disk's path (the same path on every host): a domain left on
+# a cut-off host keeps its disk's lease, so no other host can start the VM on that disk. The
+# lease dies with the host's virtlockd (a powered-off host frees its disks). libvirt moves the
+# lease from source to target at a live migration's switch-over.
+LOCKSPACE_DIR = f"{SHARED_POOL_PATH}/.kumo-lockspace"
+QEMU_LOCKD_CONF = (
+    "# kumo lab\n"
+    "auto_disk_leases = 1\n"
+    "require_lease_for_disks = 1\n"
+    f'file_lockspace_dir = "{LOCKSPACE_DIR}"\n'
 )
 
 
@@ -79,6 +92,7 @@ def prepare_host(host: Node, hosts_file: str) -> None:
         p.unlink()
     (etc / "libvirtd.conf").write_text(libvirtd_conf(host))
     (etc / "qemu.conf").write_text(QEMU_CONF)
+    (etc / "qemu-lockd.conf").write_text(QEMU_LOCKD_CONF)
     (base / "log-libvirt" / "qemu").mkdir(parents=True, exist_ok=True)
     _seed_qemu_capabilities(base / "cache-libvirt" / "qemu" / "capabilities")
     (base / "kumo" / "pools" / "shared").mkdir(parents=True, exist_ok=True)
@@ -86,7 +100,7 @@ def prepare_host(host: Node, hosts_file: str) -> None:
     # machine's resolver lies outside the lab (and lookups of it would stall migrations).
     (base / "hosts").write_text(hosts_file)
     (base / "resolv.conf").write_text("# kumo lab: no DNS; names come from /etc/hosts\n")
-    nas_export().mkdir(parents=True, exist_ok=True)
+    (nas_export() / Path(LOCKSPACE_DIR).name).mkdir(parents=True, exist_ok=True)
 
     for dst in PRIVATE_DIRS.values():
         # Mount points must exist in the root filesystem; /var/lib/kumo is also where
@@ -128,9 +142,10 @@ def save_qemu_capabilities(host: Node) -> None:
 
 
 def start_daemons(host: Node) -> None:
-    """Start virtlogd and libvirtd in the host (see :func:`wait_libvirtd`)."""
+    """Start virtlogd, virtlockd and libvirtd in the host (see :func:`wait_libvirtd`)."""
     inside = enter(host.netns, host.name)
     run([*inside, "virtlogd", "-d"])
+    run([*inside, "virtlockd", "-d"])
     run([*inside, "libvirtd", "-d", "--listen"])
 
 
