@@ -63,7 +63,7 @@ def test_a_sim_host_is_registered_at_its_clocks_time() -> None:
 
 def service_run() -> list[tuple[str, bytes]]:
     store = MemoryStore()
-    svc = ClusterService(store, clock=lambda: 5.0, ids=CountedIds("s"))
+    svc = ClusterService(store, clock=FixedClock(5.0), ids=CountedIds("s"))
     define_basics(svc)
     return [(e.key, e.value) for e in store.range(keys.EVENTS)]
 

@@ -7,6 +7,7 @@ from kumo.clock import CountedIds
 from kumo.model.activity import Event
 from kumo.model.migration import MigrationSettings
 from kumo.server.service import ClusterService
+from kumo.sim.clock import VirtualClock
 from kumo.sim.cluster import register_hosts, sim_host
 from kumo.store import keys
 from kumo.store.memory import MemoryStore
@@ -16,7 +17,7 @@ from kumo.store.records import decode
 def test_maintenance_and_migration_settings_use_the_states_clock_and_ids() -> None:
     store = MemoryStore()
     register_hosts(store, [sim_host("h1")])
-    svc = ClusterService(store, clock=lambda: 1234.5, ids=CountedIds("x"))
+    svc = ClusterService(store, clock=VirtualClock(epoch=1234.5), ids=CountedIds("x"))
     [task] = svc.migrations.maintenance("h1", "enter", False, "t")
     svc.migrations.set_settings(MigrationSettings(), "t")
     assert (task.id, task.created_at) == ("x000001", 1234.5)

@@ -66,7 +66,7 @@ def test_a_deposed_leaders_writes_are_refused() -> None:
     _queued(store)
     store.commit([], [event_op("t", "vm/web1", "note", f"e{i}", at=float(i)) for i in range(5)])
     before = store.revision()
-    svc = ClusterService(store, clock=clock.now)
+    svc = ClusterService(store, clock=clock)
     with pytest.raises(Fenced, match="leader a: write refused"):
         svc.migrations.start_queued("controller:migrations", fence)
     with pytest.raises(Fenced):

@@ -171,7 +171,7 @@ def test_a_group_commit_stays_within_etcds_operation_limit() -> None:
 
 def test_deleting_a_vm_frees_its_macs() -> None:
     w = World()
-    svc = ClusterService(w.store, clock=lambda: w.now, mac_bits=bits(3, 3))
+    svc = ClusterService(w.store, clock=w.clock, mac_bits=bits(3, 3))
     svc.create_vm(VMCreate(name="web1", image="tg", host="h1"), "t")
     assert macs_in_store(svc) == {mac_of(3): "web1"}
     w.agent.run_once()

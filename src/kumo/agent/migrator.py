@@ -44,6 +44,7 @@ from kumo.store import keys
 from kumo.store.activity import event_op, finish_task
 from kumo.store.base import ClusterStore, Compare, Delete, Put, StoreUnavailable
 from kumo.store.lease import Fence, Fenced
+from kumo.store.liveness import alive_hosts
 from kumo.store.records import load, put
 
 log = logging.getLogger("kumo.agent.migrate")
@@ -407,7 +408,7 @@ class Migrator:
                 del self.source_gone[vm]
         if not mine:
             return
-        alive = {e.key[len(keys.ALIVE) :] for e in agent.store.range(keys.ALIVE)}
+        alive = alive_hosts(agent.store)
         now = self.clock.monotonic()
         for m, rev in mine:
             if m.source in alive or m.state != MigrationState.RUNNING:

@@ -71,7 +71,7 @@ class Commands:
             if view.get(keys.HOSTS + req.host) is None:
                 raise Conflict(f"host: no host named {req.host}", "host")
         vm_uuid = str(uuid.uuid4())
-        task = new_task("vm.create", f"vm/{req.name}", actor, st.clock(), ids=st.ids)
+        task = new_task("vm.create", f"vm/{req.name}", actor, st.clock.now(), ids=st.ids)
         macs = draw_macs(len(req.networks), lambda _: False, st.mac_bits)  # checked when placed
         spec = VMSpec(
             name=req.name,
@@ -94,7 +94,7 @@ class Commands:
             power=Power.RUNNING if req.start else Power.STOPPED,
             stop_timeout_s=req.stop_timeout_s,
             task=task.id,
-            created_at=st.clock(),
+            created_at=st.clock.now(),
         )
         host, spec = self.placer.place_and_commit(
             spec,
@@ -105,7 +105,7 @@ class Commands:
             new=True,
         )
         # The scheduler chose a live host.
-        return vm_view(spec, Placement(host=host, at=st.clock()), None, True), task
+        return vm_view(spec, Placement(host=host, at=st.clock.now()), None, True), task
 
     def _cluster_cpu(self, host: str | None) -> ClusterCPU | None:
         """The default guest CPU the agents computed (ADR 0007) for the domain type of
@@ -124,7 +124,7 @@ class Commands:
         spec, rev = st.spec(name)
         if spec.deleting:
             raise Conflict(f"vm {name} is being deleted")
-        task = new_task(f"vm.{action}", f"vm/{name}", actor, st.clock(), ids=st.ids)
+        task = new_task(f"vm.{action}", f"vm/{name}", actor, st.clock.now(), ids=st.ids)
         if action == "start":
             change: dict[str, object] = {"power": Power.RUNNING}
         elif action == "stop":
@@ -144,7 +144,7 @@ class Commands:
     def delete(self, name: str, actor: str) -> Task:
         st = self.state
         spec, rev = st.spec(name)
-        task = new_task("vm.delete", f"vm/{name}", actor, st.clock(), ids=st.ids)
+        task = new_task("vm.delete", f"vm/{name}", actor, st.clock.now(), ids=st.ids)
         if st.store.get(keys.PLACEMENT + name) is None:
             # never placed: nothing exists on any host
             done = task.model_copy(
@@ -185,7 +185,7 @@ class Commands:
             [Compare(key, 0)],
             [
                 put(key, model),
-                event_op(actor, f"{kind}/{model.name}", "created", "", st.clock(), ids=st.ids),
+                event_op(actor, f"{kind}/{model.name}", "created", "", st.clock.now(), ids=st.ids),
             ],
         )
         if ok is None:
@@ -210,7 +210,7 @@ class Commands:
             path=req.path,
             format=req.format,
             size_gib=req.size_gib,
-            created_at=self.state.clock(),
+            created_at=self.state.clock.now(),
         )
         self._create(keys.IMAGES + req.name, image, "image", actor)
         return image

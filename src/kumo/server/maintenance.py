@@ -34,7 +34,7 @@ class Maintainer:
             if found is not None:
                 raise Conflict(f"host {host} is already in {found[0].state}")
             task = st.new_task("host.maintenance", f"host/{host}", actor)
-            m = Maintenance(host=host, task=task.id, since=st.clock())
+            m = Maintenance(host=host, task=task.id, since=st.clock.now())
             ok = st.commit(
                 [Compare(keys.MAINTENANCE + host, 0)],
                 [
@@ -139,6 +139,14 @@ class Maintainer:
                     TaskState.SUCCEEDED,
                     f"host {host}: {message}",
                     fence=fence.compares,
+                    clock=st.clock,
                 )
             elif problems:
-                finish_task(st.store, m.task, TaskState.RUNNING, message, fence=fence.compares)
+                finish_task(
+                    st.store,
+                    m.task,
+                    TaskState.RUNNING,
+                    message,
+                    fence=fence.compares,
+                    clock=st.clock,
+                )

@@ -209,7 +209,7 @@ class Migrations:
             copy_storage=local,
             state=MigrationState.QUEUED if wait else MigrationState.RUNNING,
             policy=policy,
-            started_at=st.clock(),
+            started_at=st.clock.now(),
         )
         if wait:
             task = task.model_copy(update={"message": f"queued: {wait}"})
@@ -270,7 +270,12 @@ class Migrations:
                 running.append(go)
                 started.append(vm)
                 finish_task(
-                    self.state.store, m.task, TaskState.RUNNING, "starting", fence=fence.compares
+                    self.state.store,
+                    m.task,
+                    TaskState.RUNNING,
+                    "starting",
+                    fence=fence.compares,
+                    clock=self.state.clock,
                 )
         return started
 

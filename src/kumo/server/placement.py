@@ -170,13 +170,13 @@ class Placer:
             compares += [*r.compares, Compare(keys.PLACEMENT + r.spec.name, 0)]
             writes += [
                 *r.ops,
-                put(keys.PLACEMENT + r.spec.name, Placement(host=result.host, at=st.clock())),
+                put(keys.PLACEMENT + r.spec.name, Placement(host=result.host, at=st.clock.now())),
                 event_op(
                     r.actor,
                     f"vm/{r.spec.name}",
                     "placed",
                     f"on {result.host}",
-                    st.clock(),
+                    st.clock.now(),
                     ids=st.ids,
                 ),
             ]

@@ -13,10 +13,9 @@ the simulator and the benchmarks use them. A thin facade: it assembles the parts
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Callable
 
-from kumo.clock import SYSTEM_IDS, Ids
+from kumo.clock import SYSTEM_CLOCK, SYSTEM_IDS, Clock, Ids
 from kumo.model.activity import Event, Task
 from kumo.model.host import Image, Network, Pool
 from kumo.scheduler.placement import Policy
@@ -52,7 +51,7 @@ class ClusterService:
         self,
         store: ClusterStore,
         policy: Policy | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
         view: StoreCache | DirectView | None = None,
         mac_bits: Callable[[], int] = lambda: secrets.randbits(24),
         ids: Ids = SYSTEM_IDS,
@@ -81,7 +80,7 @@ class ClusterService:
         return self.state.policy
 
     @property
-    def clock(self) -> Callable[[], float]:
+    def clock(self) -> Clock:
         return self.state.clock
 
     @property

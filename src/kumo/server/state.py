@@ -8,10 +8,9 @@ an import cycle)."""
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Callable, Sequence
 
-from kumo.clock import SYSTEM_IDS, Ids
+from kumo.clock import SYSTEM_CLOCK, SYSTEM_IDS, Clock, Ids
 from kumo.model.activity import Task, TaskState
 from kumo.model.host import HostRecord
 from kumo.model.vm import VMSpec
@@ -31,7 +30,7 @@ class ClusterState:
         self,
         store: ClusterStore,
         policy: Policy | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
         view: StoreCache | DirectView | None = None,
         mac_bits: Callable[[], int] = lambda: secrets.randbits(24),
         ids: Ids = SYSTEM_IDS,
@@ -60,11 +59,11 @@ class ClusterState:
 
     def event(self, actor: str, obj: str, action: str, message: str) -> Put:
         """An event stamped with this state's clock and ids, to commit with its change."""
-        return event_op(actor, obj, action, message, self.clock(), ids=self.ids)
+        return event_op(actor, obj, action, message, self.clock.now(), ids=self.ids)
 
     def new_task(self, kind: str, target: str, actor: str) -> Task:
         """A queued task stamped with this state's clock, its id from this state's ids."""
-        return new_task(kind, target, actor, self.clock(), ids=self.ids)
+        return new_task(kind, target, actor, self.clock.now(), ids=self.ids)
 
     # -- lookups ---------------------------------------------------------------------------
     def spec(self, name: str) -> tuple[VMSpec, int]:
@@ -109,7 +108,8 @@ class ClusterState:
         prev = load(self.store, Task, keys.TASKS + task_id) if task_id else None
         if prev is None or prev[0].state.done:
             return []
+        now = self.clock.now()
         cancelled = prev[0].model_copy(
-            update={"state": TaskState.CANCELLED, "message": message, "updated_at": self.clock()}
+            update={"state": TaskState.CANCELLED, "message": message, "updated_at": now}
         )
         return [put(keys.TASKS + prev[0].id, cancelled)]

@@ -4,7 +4,6 @@ would write them (for tests, benchmarks and ``kumo.sim.World``; no server module
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from typing import Protocol
 
 from kumo.clock import SYSTEM_CLOCK, Clock, Ids
@@ -50,7 +49,7 @@ class Operator(Protocol):
     @property
     def store(self) -> ClusterStore: ...
     @property
-    def clock(self) -> Callable[[], float]: ...
+    def clock(self) -> Clock: ...
     @property
     def ids(self) -> Ids: ...
 
@@ -58,7 +57,7 @@ class Operator(Protocol):
 def define_basics(service: Operator, image: str = "img") -> None:
     """The shared pool, the public network and one image, each with its ``created`` event,
     as the API's commands write them (stamped by the service's clock and ids)."""
-    now = service.clock()
+    now = service.clock.now()
     for key, model, kind in (
         (keys.POOLS + "shared", Pool(name="shared", kind="shared-dir", path="/pool"), "pool"),
         (keys.NETWORKS + "public", Network(name="public", bridge="br0"), "network"),

@@ -48,6 +48,7 @@ from kumo.storage.volumes import FakeVolumes, Volumes
 from kumo.store import keys
 from kumo.store.base import ClusterStore, Put, StoreUnavailable
 from kumo.store.lease import Fenced
+from kumo.store.liveness import alive_hosts
 from kumo.store.memory import MemoryStore
 
 REFRESH_S = 30.0  # the agent daemon's host refresh period
@@ -140,7 +141,7 @@ class World:
     def _service(self, store: ClusterStore) -> ClusterService:
         """A service as `kumo server` makes one, on the world's clock, ids and random bits."""
         return ClusterService(
-            store, clock=self.clock.now, ids=self.ids, mac_bits=lambda: self.rng.getrandbits(24)
+            store, clock=self.clock, ids=self.ids, mac_bits=lambda: self.rng.getrandbits(24)
         )
 
     def _reach(self, writer: Writer, path: Callable[[], bool]) -> Reach:
@@ -318,7 +319,7 @@ class World:
             if leader != self._leader:
                 self.note(f"leader: {leader or 'none'}")
                 self._leader = leader
-            alive = tuple(e.key[len(keys.ALIVE) :] for e in self.store.range(keys.ALIVE))
+            alive = tuple(sorted(alive_hosts(self.store)))
             if alive != self._alive:
                 self.note(f"alive: {' '.join(alive) or 'none'}")
                 self._alive = alive

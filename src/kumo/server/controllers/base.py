@@ -15,6 +15,7 @@ class Reconciler(Protocol):
     name: str
 
     def reconcile(self, now: float) -> float | None:
-        """One level-triggered pass at ``now``: bring the cluster towards what it should be.
+        """One level-triggered pass at ``now`` (the process's monotonic clock: for intervals and
+        deadlines, never stored): bring the cluster towards what it should be.
         Returns the seconds until it wants to run again, or None for the next pass."""
         ...

@@ -43,7 +43,7 @@ class Controllers:
         """One pass: each reconciler in order, but for those whose requeue time is not yet
         due. :class:`Fenced` (this replica no longer leads) ends the pass."""
         self._fence = self.fence()
-        now = self.clock()
+        now = self.clock.monotonic()  # requeue times: intervals on this process
         for r in self.reconcilers:
             if self.due.get(r.name, now) > now:
                 continue
