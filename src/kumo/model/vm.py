@@ -10,6 +10,7 @@ from pydantic import Field
 
 from kumo.model.common import Frozen, Name
 from kumo.model.cpu import CLUSTER_DEFAULT, CPUDef
+from kumo.model.ha import HASpec
 from kumo.model.migration import MigrationOverride, MigrationPolicy
 
 CPU_MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -24,13 +25,6 @@ class PlacementRules(Frozen):
     host: Name | None = None  # pin to this host
     affinity: Name | None = None  # group whose members share a host
     anti_affinity: Name | None = None  # group whose members never share a host
-
-
-class HASpec(Frozen):
-    """Reserved for the HA manager (a later issue): stored now so specs need no migration."""
-
-    enabled: bool = False
-    priority: int = 0
 
 
 class Nic(Frozen):

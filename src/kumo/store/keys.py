@@ -11,6 +11,11 @@
 /kumo/macs/<mac>          vm name               placement claims it with the VM; deleted with the VM
 /kumo/migrations/<vm>     Migration             API creates; the source agent runs and removes it
 /kumo/maintenance/<host>  Maintenance           API creates and removes; the leader drains
+/kumo/fenced/<host>       FencedHost            leader (lease expired + grace) or API (`host fence
+                                                 --confirm`); the leader removes it when the host
+                                                 holds a lease again. Its mod revision fences
+                                                 every recovery of the host's VMs
+/kumo/ha/<vm>             HAStatus              leader: a VM HA is recovering (absent otherwise)
 /kumo/pools/<pool>, /kumo/networks/<net>, /kumo/images/<image>    API
 /kumo/pool-ids/<pool>     PoolIdentity          the first agent to see the shared pool (create once)
 /kumo/tasks/<id>          Task                  API creates; agent/controllers finish
@@ -19,6 +24,7 @@
 /kumo/leader              {"id": ...}           the leading server, bound to its lease
 /kumo/sched-epoch         counter               every placement; serialises capacity checks
 /kumo/config/migration    MigrationSettings     API (`kumo migration-policy set`)
+/kumo/config/ha           HASettings            API (`kumo ha settings`); absent: the defaults
 /kumo/config/cluster-cpu/<kvm|qemu>  ClusterCPU  an agent of that domain type: baseline of the
                                                  CPUs of every registered host of it (ADR 0007)
 /kumo/agent-secret        secret                server at bootstrap; agents and servers present it
@@ -35,6 +41,8 @@ VMSTATUS = ROOT + "vmstatus/"
 MACS = ROOT + "macs/"
 MIGRATIONS = ROOT + "migrations/"
 MAINTENANCE = ROOT + "maintenance/"
+FENCED = ROOT + "fenced/"
+HA = ROOT + "ha/"
 POOLS = ROOT + "pools/"
 POOL_IDS = ROOT + "pool-ids/"
 NETWORKS = ROOT + "networks/"
@@ -45,5 +53,6 @@ TOKENS = ROOT + "tokens/"
 LEADER = ROOT + "leader"
 SCHED_EPOCH = ROOT + "sched-epoch"
 MIGRATION_SETTINGS = ROOT + "config/migration"
+HA_SETTINGS = ROOT + "config/ha"
 CLUSTER_CPU = ROOT + "config/cluster-cpu/"
 AGENT_SECRET = ROOT + "agent-secret"
