@@ -37,6 +37,7 @@ class HostRecord(Frozen):
 class HostState(StrEnum):
     UP = "up"
     DOWN = "down"  # no live agent lease
+    FENCED = "fenced"  # no live agent lease, and known off (``/kumo/fenced/<host>``)
 
 
 class Pool(Frozen):

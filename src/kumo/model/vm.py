@@ -76,6 +76,9 @@ class VMState(StrEnum):
     ERROR = "error"
     # Shown by the API, never reported: the VM's host is down, so its last report is stale.
     UNKNOWN = "unknown"
+    # Shown by the API, never reported: HA is running it again elsewhere (``/kumo/ha/<vm>``),
+    # or its host is fenced and HA has yet to place it.
+    RECOVERING = "recovering"
 
 
 class VMStatus(Frozen):

@@ -8,6 +8,10 @@ from kumo.scheduler.placement import Demand
 
 
 def demand(spec: VMSpec) -> Demand:
+    """The VM's demand. Its HA policy's allowed hosts and preferred host apply wherever the
+    scheduler chooses (create, place, migrate without a target); a VM pinned with ``--host``
+    is placed by its pin alone (HA recovery drops the pin and uses them, ``server.ha``)."""
+    pinned = spec.placement.host is not None
     return Demand(
         name=spec.name,
         vcpus=spec.vcpus,
@@ -19,4 +23,6 @@ def demand(spec: VMSpec) -> Demand:
         pin=spec.placement.host,
         affinity=spec.placement.affinity,
         anti_affinity=spec.placement.anti_affinity,
+        allowed=frozenset() if pinned else frozenset(spec.ha.hosts),
+        preferred=None if pinned else spec.ha.preferred,
     )

@@ -17,6 +17,7 @@ from kumo.server.auth import TokenChecker
 from kumo.server.leader import LeaderElector
 from kumo.server.routes.activity import activity_router
 from kumo.server.routes.common import API, JsonRoute
+from kumo.server.routes.ha import ha_router
 from kumo.server.routes.health import health_router
 from kumo.server.routes.hosts import hosts_router
 from kumo.server.routes.migrations import migrations_router
@@ -59,4 +60,5 @@ def create_app(
     app.include_router(migrations_router(service))
     app.include_router(resources_router(service))
     app.include_router(activity_router(service))
+    app.include_router(ha_router(service))
     return app

@@ -8,14 +8,23 @@ import uuid
 
 from kumo.model.activity import Task, TaskState
 from kumo.model.cpu import ClusterCPU
+from kumo.model.ha import FencedHost, HAMode, HASettings, HASpec
 from kumo.model.host import HostRecord, Image, Network, Pool
 from kumo.model.vm import Nic, Placement, PlacementRules, Power, VMSpec
 from kumo.scheduler.cpu import default_baseline, vm_cpu
-from kumo.server.errors import Conflict, Invalid
+from kumo.server.errors import Conflict, Invalid, NotFound
 from kumo.server.macs import draw_macs
 from kumo.server.placement import Placer
 from kumo.server.queries import vm_view
-from kumo.server.schemas import ImageImport, NetworkCreate, PoolCreate, VMCreate, VMView
+from kumo.server.schemas import (
+    HAPolicy,
+    HASettingsChange,
+    ImageImport,
+    NetworkCreate,
+    PoolCreate,
+    VMCreate,
+    VMView,
+)
 from kumo.server.state import ClusterState
 from kumo.store import keys
 from kumo.store.activity import event_op, new_task
@@ -34,6 +43,7 @@ class Commands:
         # the commit's compares catch what another replica changed meanwhile (then we sync
         # and decide again).
         st, view = self.state, self.state.view
+        ha = self.ha_spec(req.ha, "ha.")
         images = view.models(Image, keys.IMAGES)
         if not st.fresh(req.image in images):
             images = view.models(Image, keys.IMAGES)
@@ -91,6 +101,7 @@ class Commands:
             placement=PlacementRules(
                 host=req.host, affinity=req.affinity, anti_affinity=req.anti_affinity
             ),
+            ha=ha,
             power=Power.RUNNING if req.start else Power.STOPPED,
             stop_timeout_s=req.stop_timeout_s,
             task=task.id,
@@ -177,6 +188,116 @@ class Commands:
         ops += self.state.cancel_ops(spec.task, f"superseded by {task.id}")
         if self.state.commit([Compare(keys.VMS + spec.name, rev)], ops) is None:
             raise Conflict(f"vm {spec.name} changed meanwhile; try again")
+
+    # -- HA ----------------------------------------------------------------------------------
+    def ha_spec(self, policy: HAPolicy, prefix: str = "") -> HASpec:
+        """The policy as stored, once its hosts are known: 422 when ``preferred`` is not in
+        ``hosts``, 409 naming the field for a host that is not registered (``prefix``: where
+        the policy sits in the body, ``ha.`` at create)."""
+        hosts = tuple(dict.fromkeys(policy.hosts or ()))  # a host named twice counts once
+        if policy.hosts is not None and policy.preferred not in (None, *hosts):
+            raise Invalid(
+                f"{prefix}preferred: {policy.preferred} is not one of {prefix}hosts "
+                f"({', '.join(hosts)})",
+                f"{prefix}preferred",
+            )
+        st, view = self.state, self.state.view
+        wanted = [*hosts, *([policy.preferred] if policy.preferred else [])]
+        st.fresh(all(view.get(keys.HOSTS + h) is not None for h in wanted))  # syncs if not
+        known = {e.key[len(keys.HOSTS) :] for e in view.range(keys.HOSTS)}
+        names = ", ".join(sorted(known)) or "none"
+        for h, field in [*((h, "hosts") for h in hosts), (policy.preferred, "preferred")]:
+            if h is not None and h not in known:
+                raise Conflict(
+                    f"{prefix}{field}: no host named {h} (known: {names})",
+                    prefix + field,
+                )
+        return HASpec(
+            mode=HAMode(policy.mode),
+            priority=policy.priority,
+            hosts=hosts,
+            preferred=policy.preferred,
+            failback=policy.failback,
+            max_restart=policy.max_restart,
+            max_relocate=policy.max_relocate,
+        )
+
+    def set_ha(self, name: str, policy: HAPolicy, actor: str) -> HASpec:
+        """Replace the VM's HA policy. It applies from the next placement or recovery: a VM
+        running on a host outside its new ``hosts`` is not moved now."""
+        st = self.state
+        spec, rev = st.spec(name)
+        ha = self.ha_spec(policy)
+        if spec.deleting:
+            raise Conflict(f"vm {name} is being deleted")
+        updated = spec.model_copy(update={"ha": ha})
+        event = st.event(actor, f"vm/{name}", "ha-policy", ha.model_dump_json())
+        if (
+            st.commit([Compare(keys.VMS + name, rev)], [put(keys.VMS + name, updated), event])
+            is None
+        ):
+            raise Conflict(f"vm {name} changed meanwhile; try again")
+        return ha
+
+    def fence_host(self, name: str, actor: str, force: bool = False) -> FencedHost:
+        """Record an operator's (or fence device's) word that ``name`` is off, so HA runs its
+        VMs elsewhere at once, without the grace. While its agent's lease is still live (it
+        renewed within the TTL) the word is refused unless ``force``: then the host's alive
+        key goes in the same transaction and its lease is revoked, so its agent, if it runs
+        after all, finds its lease lost and stops its HA VMs itself (docs/control-plane.md).
+        Fencing a fenced host changes nothing and answers its record."""
+        st = self.state
+        if load(st.store, HostRecord, keys.HOSTS + name) is None:
+            raise NotFound(f"host {name} does not exist", "name")
+        found = load(st.store, FencedHost, keys.FENCED + name)
+        if found is not None:
+            return found[0]
+        alive = st.store.get(keys.ALIVE + name)
+        if alive is not None and not force:
+            raise Conflict(
+                f"host {name}'s agent holds a live lease (renewed within its TTL): it may "
+                "still run its VMs; if you know it is off, fence it with force (its lease is "
+                "revoked), or wait until the lease expires",
+                "name",
+            )
+        reason = f"confirmed by {actor}" + (" (forced: its lease was live)" if alive else "")
+        fenced = FencedHost(host=name, at=st.clock.now(), reason=reason, by=actor)
+        ops: list[Put | Delete] = [
+            put(keys.FENCED + name, fenced),
+            st.event(actor, f"host/{name}", "fenced", reason),
+        ]
+        if alive is not None:
+            ops.append(Delete(keys.ALIVE + name))
+        compares = [
+            Compare(keys.ALIVE + name, alive.mod_revision if alive else 0),
+            Compare(keys.FENCED + name, 0),
+        ]
+        if st.commit(compares, ops) is None:
+            raise Conflict(f"host {name} changed meanwhile (its agent came back?); try again")
+        if alive is not None and alive.lease:
+            st.store.revoke(alive.lease)
+        return fenced
+
+    def set_ha_settings(self, change: HASettingsChange, actor: str) -> HASettings:
+        """Replace the HA timings an operator may change; the lease TTL stays."""
+        st = self.state
+        found = st.store.get(keys.HA_SETTINGS)
+        current = load(st.store, HASettings, keys.HA_SETTINGS)
+        new = HASettings(
+            lease_ttl_s=current[0].lease_ttl_s if current else HASettings().lease_ttl_s,
+            grace_s=float(change.grace_s),
+            stabilisation_s=float(change.stabilisation_s),
+        )
+        ok = st.commit(
+            [Compare(keys.HA_SETTINGS, found.mod_revision if found else 0)],
+            [
+                put(keys.HA_SETTINGS, new),
+                st.event(actor, "cluster/ha", "settings", new.model_dump_json()),
+            ],
+        )
+        if ok is None:
+            raise Conflict("the HA settings changed meanwhile; try again")
+        return new
 
     # -- pools, networks, images -------------------------------------------------------------
     def _create(self, key: str, model: Pool | Network | Image, kind: str, actor: str) -> None:

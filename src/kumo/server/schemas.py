@@ -10,6 +10,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchem
 from kumo.model.activity import Event, Task
 from kumo.model.common import Name
 from kumo.model.cpu import CLUSTER_DEFAULT
+from kumo.model.ha import FencedHost, HAMode, HAStatus
 from kumo.model.host import HostRecord, HostState
 from kumo.model.migration import MigrationOverride
 from kumo.model.vm import CPU_MODEL_PATTERN, BootDevice, Power, VMSpec, VMState, VMStatus
@@ -84,6 +85,42 @@ def _default_boot() -> list[BootDevice]:
     return ["hd"]
 
 
+class HAPolicy(Body):
+    """A VM's HA policy as the API takes it (stored as ``VMSpec.ha``). Every field has its
+    default; a PUT replaces the whole policy."""
+
+    mode: Literal["restart", "off"] = Field(
+        default="restart",
+        description="restart: run it again on another host when its host dies or is fenced; "
+        "off: never recovered or moved by HA",
+    )
+    priority: int = Field(
+        default=0, ge=0, le=1000, description="higher is recovered first when room is short"
+    )
+    hosts: list[Name] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="the registered hosts it may run on (HA and the scheduler); "
+        "null or absent: any host. An empty list is refused",
+    )
+    preferred: Name | None = Field(
+        default=None,
+        description="a registered host chosen when it can take the VM; 422 when `hosts` is "
+        "given and does not hold it",
+    )
+    failback: bool = Field(
+        default=False,
+        description="move back to `preferred` by live migration once it is up again",
+    )
+    max_restart: int = Field(
+        default=1, ge=0, le=10, description="failed starts retried on one host"
+    )
+    max_relocate: int = Field(
+        default=1, ge=0, le=10, description="then moves to another host before `error`"
+    )
+
+
 class VMCreate(Body):
     name: Name
     image: Name
@@ -112,6 +149,11 @@ class VMCreate(Body):
     anti_affinity: Name | None = None
     start: bool = True
     stop_timeout_s: int = Field(default=60, ge=0, le=3600)
+    ha: HAPolicy = Field(
+        default_factory=HAPolicy,
+        description="the VM's HA policy (default: restart, priority 0, any host); 422 when "
+        "`ha.preferred` is not in `ha.hosts`",
+    )
 
 
 class VMMigrate(Body):
@@ -139,7 +181,9 @@ VMViewState = Annotated[
             "type": "string",
             "enum": [*(s.value for s in VMState), "pending", "unplaced"],
             "description": "the host's last report; unknown: the host is down (no live agent "
-            "lease); pending: placed, not reported yet; unplaced: no host yet",
+            "lease); stopped also when its host is fenced and HA is off; recovering or error: "
+            "HA is running it again elsewhere, or gave up (the message says why); pending: "
+            "placed, not reported yet; unplaced: no host yet",
         }
     ),
 ]
@@ -175,7 +219,8 @@ class VMCreated(BaseModel):
 
 class HostView(BaseModel):
     name: str
-    state: HostState
+    state: HostState  # fenced: no live lease and known off (``fenced`` says since when, why)
+    fenced: FencedHost | None = None
     maintenance: str | None = None  # draining | maintenance
     maintenance_message: str = ""
     schedulable: bool
@@ -213,3 +258,72 @@ class TaskView(BaseModel):
 
 class EventList(BaseModel):
     events: list[Event]
+
+
+class HostFence(Body):
+    confirm: Literal[True] = Field(
+        description="must be true: you confirm the host is off (powered off, or cut from "
+        "its disks), so its HA VMs may run elsewhere"
+    )
+    force: bool = Field(
+        default=False,
+        description="fence it although its agent's lease is still live (renewed within the "
+        "TTL): the lease is revoked, so the agent, if it runs after all, stops its HA VMs; "
+        "until it does they may run twice",
+    )
+
+
+class HASettingsChange(Body):
+    """The HA timings an operator may change (a PUT replaces both). The agents' lease TTL
+    is shown by GET but not changed here: the agents read it when they start."""
+
+    grace_s: float = Field(
+        default=2.0, ge=0, le=600, description="after a host's lease expired, before fencing it"
+    )
+    stabilisation_s: float = Field(
+        default=60.0, ge=0, le=86_400, description="a host up this long gets its failback VMs"
+    )
+
+
+class HAHostView(BaseModel):
+    name: str
+    state: HostState
+    lease: bool  # its agent holds a live lease
+    fenced: FencedHost | None
+    vms: list[str]  # the VMs placed on it
+
+
+class HAVMView(BaseModel):
+    name: str
+    mode: HAMode
+    priority: int
+    host: str | None
+    state: VMViewState
+    message: str
+    recovery: HAStatus | None  # the HA manager's record, while it recovers the VM
+
+
+class HAStatusView(BaseModel):
+    hosts: list[HAHostView]
+    vms: list[HAVMView]
+
+
+class PlannedRestart(BaseModel):
+    vm: str
+    priority: int
+    was_on: str
+    to: str
+
+
+class PlannedWait(BaseModel):
+    vm: str
+    priority: int
+    was_on: str
+    reason: str
+
+
+class HAPlan(BaseModel):
+    failed: list[str]  # the hosts taken as dead
+    restart: list[PlannedRestart]  # in recovery order
+    waits: list[PlannedWait]  # could not be placed now, with the scheduler's reason
+    not_recovered: list[str]  # VMs on those hosts that HA leaves alone (off, stopped, deleting)
