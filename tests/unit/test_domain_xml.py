@@ -89,17 +89,32 @@ def test_digest_follows_the_generated_xml_and_survives_libvirt() -> None:
     bigger = dataclasses.replace(CFG, memory_mib=512)
     assert config_digest(CFG) == config_digest(dataclasses.replace(CFG))
     assert config_digest(bigger) != config_digest(CFG)
-    assert kumo_metadata(domain_xml(CFG)) == ("web1", config_digest(CFG))
+    assert kumo_metadata(domain_xml(CFG)) == ("web1", config_digest(CFG), False)
     conn = libvirt.open("test:///default")
     try:
         dom = conn.defineXML(domain_xml(CFG))
         dom.create()
         conn.defineXML(domain_xml(bigger))
         inactive = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-        assert kumo_metadata(inactive) == ("web1", config_digest(bigger))
-        assert kumo_metadata(dom.XMLDesc(0)) == ("web1", config_digest(CFG))
+        assert kumo_metadata(inactive) == ("web1", config_digest(bigger), False)
+        assert kumo_metadata(dom.XMLDesc(0)) == ("web1", config_digest(CFG), False)
         dom.destroy()
         dom.undefine()
     finally:
         conn.close()
-    assert kumo_metadata("<domain><name>x</name></domain>") == (None, "")
+    assert kumo_metadata("<domain><name>x</name></domain>") == (None, "", False)
+
+
+def test_the_ha_mark_is_in_the_metadata_and_the_digest() -> None:
+    """Self-fencing reads which domains HA restarts elsewhere from libvirt alone (the store
+    may be out of reach); turning HA on or off redefines the domain."""
+    ha = dataclasses.replace(CFG, ha=True)
+    assert kumo_metadata(domain_xml(ha)) == ("web1", config_digest(ha), True)
+    assert config_digest(ha) != config_digest(CFG)
+    conn = libvirt.open("test:///default")
+    try:
+        dom = conn.defineXML(domain_xml(ha))
+        assert kumo_metadata(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))[2] is True
+        dom.undefine()
+    finally:
+        conn.close()

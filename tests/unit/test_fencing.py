@@ -116,9 +116,10 @@ def test_a_cut_off_agents_status_write_is_refused_until_it_registers_again() -> 
     _running(w)
     w.now += 10  # no keep-alive reached etcd: the lease expired, the alive key is gone
     _stop(w)
-    with pytest.raises(Fenced, match="agent h1: write refused"):
-        w.agent.run_once()
+    w.agent.run_once()  # past its own deadline the agent does nothing at all
     assert w.status().state == VMState.RUNNING  # not overwritten by the cut-off agent
+    with pytest.raises(Fenced, match="agent h1: write refused"):  # and the store says no
+        w.agent.commit(w.agent.fence(), [], [put(keys.VMSTATUS + "web1", w.status())])
     w.agent.keepalive()  # the lease is gone: registers again, a new alive key, a new token
     w.agent.run_once()
     assert w.status().state in (VMState.STOPPING, VMState.STOPPED)

@@ -77,24 +77,31 @@ def test_a_powered_off_host_loses_its_guests_and_its_lease() -> None:
     w.run(2)
     assert w.running_on("web1") == ["h1"]
     w.apply(f.PowerOff("h1"))
-    w.run(6)
+    w.run(5)
     assert w.running_on("web1") == [] and w.store.get(keys.ALIVE + "h1") is None
+    w.run(5)  # the grace passes: h1 is fenced, and HA runs web1 elsewhere
+    assert w.store.get(keys.FENCED + "h1") is not None
+    [elsewhere] = w.running_on("web1")
     w.apply(f.PowerOn("h1"))
-    w.run(2)
-    assert w.running_on("web1") == ["h1"]  # its agent starts it again at boot
+    w.run(3)
+    assert w.running_on("web1") == [elsewhere]  # h1's agent does not start it again
+    assert w.store.get(keys.FENCED + "h1") is None  # h1 holds a lease again: unfenced
     assert "t=2.000 fault: power-off h1" in w.log
 
 
-def test_a_partitioned_agent_leaves_its_vm_running_and_registers_again_when_healed() -> None:
+def test_a_partitioned_agent_fences_itself_and_registers_again_when_healed() -> None:
     w = World(replicas=1)
     w.service.create_vm(VMCreate(name="web1", image="img", memory_mib=128, host="h1"), "t")
     w.run(2)
     w.apply(f.Partition("h1"))
-    w.run(8)
-    assert w.store.get(keys.ALIVE + "h1") is None and w.running_on("web1") == ["h1"]
+    w.run(4)  # its own deadline (TTL less a margin) passed: it destroyed its HA guest
+    assert w.running_on("web1") == [] and w.store.get(keys.ALIVE + "h1") is not None
+    w.run(4)
+    assert w.store.get(keys.ALIVE + "h1") is None and w.running_on("web1") != ["h1"]
     w.apply(f.Heal("h1"))
-    w.run(2)
+    w.run(3)
     assert w.store.get(keys.ALIVE + "h1") is not None
+    assert len(w.running_on("web1")) == 1 and w.running_on("web1") != ["h1"]
 
 
 def test_start_and_migrate_failures_are_injected() -> None:
@@ -149,10 +156,10 @@ def test_a_write_from_a_fenced_agent_is_caught() -> None:
     assert len(w.violations) == 1
 
 
-def test_the_faults_that_need_ha_say_so() -> None:
+def test_the_faults_not_simulated_yet_say_so() -> None:
     w = World(replicas=0)
-    with pytest.raises(NotSimulated, match="fence h1: not simulated yet; it needs HA"):
-        w.apply(f.Fence("h1"))
+    with pytest.raises(NotSimulated, match="reboot h1: not simulated yet"):
+        w.apply(f.Reboot("h1"))
 
 
 def test_the_virtual_clock_moves_only_with_the_world() -> None:

@@ -25,8 +25,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from kumo.agent import watchdog
 from kumo.agent.decide import Action, Observed, decide, report
+from kumo.agent.http import call as http_call
 from kumo.agent.migrator import Migrator
+from kumo.agent.selffence import Fenced as SelfFenced
+from kumo.agent.selffence import PeerAnswer, SelfFence
 from kumo.agent.strays import Seen, Verdict, judge, strays
 from kumo.clock import SYSTEM_CLOCK, SYSTEM_IDS, Clock, Ids, SystemIds
 from kumo.hypervisor.base import (
@@ -39,6 +43,7 @@ from kumo.hypervisor.base import (
 from kumo.hypervisor.domain import CPUConfig, DiskConfig, DomainConfig, NicConfig, config_digest
 from kumo.model.activity import TaskState
 from kumo.model.cpu import CLUSTER_DEFAULT, ClusterCPU, CPUDef
+from kumo.model.ha import HAMode
 from kumo.model.host import HostRecord, Image, Network, Pool
 from kumo.model.vm import (
     Migration,
@@ -60,6 +65,7 @@ from kumo.store.lease import Fence, Fenced, LeaseKeeper
 from kumo.store.records import load, load_all, put
 
 log = logging.getLogger("kumo.agent")
+PEERS_EVERY_S = 5.0  # the other hosts are read again this often (for self-fencing's witnesses)
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,10 @@ class Agent:
         self.actor = f"agent:{config.host}"
         self.on_wake: Callable[[], None] = lambda: None  # the daemon's wake-up
         self.migrator = Migrator(self)
+        self.secret = ""  # the agent secret as last read: peers are asked even without etcd
+        self.peer_addrs: dict[str, tuple[str, int]] = {}  # other hosts' agents
+        self.peers_read = -PEERS_EVERY_S  # when they were last read (monotonic)
+        self.self_fence = SelfFence(config.host, self.keeper, hv, clock, self._ask_peer)
 
     # -- liveness --------------------------------------------------------------------
     @property
@@ -180,6 +190,9 @@ class Agent:
             ],
         )
         self.token = rev or 0
+        self._learn_peers()
+        self.peers_read = -PEERS_EVERY_S  # and again at the first pass: hosts register together
+        self._report_self_fence()
         self._update_cluster_cpu()
 
     def _cpu_facts(
@@ -253,8 +266,55 @@ class Agent:
             if self.path_exists(f"/sys/class/net/{net.bridge}")
         )
 
+    # -- self-fencing (selffence.py) ----------------------------------------------------
+    def guard(self) -> SelfFenced | None:
+        """The self-fence check; the daemon runs it every quarter second on its own thread."""
+        return self.self_fence.check()
+
+    def _learn_peers(self) -> None:
+        """The other hosts' agents and the agent secret, kept for when etcd is out of reach."""
+        hosts = load_all(self.store, HostRecord, keys.HOSTS)
+        self.peer_addrs = {
+            n: (r.address, r.agent_port) for n, (r, _) in hosts.items() if n != self.config.host
+        }
+        self.self_fence.peers = tuple(sorted(self.peer_addrs))
+        self.peers_read = self.clock.monotonic()
+        secret = self.store.get(keys.AGENT_SECRET)
+        if secret is not None:
+            self.secret = secret.value.decode()
+
+    def _ask_peer(self, host: str) -> PeerAnswer:
+        """Whether ``host``'s agent holds its lease (None: no answer within half a second)."""
+        address, port = self.peer_addrs[host]
+        code, body = http_call(address, port, self.secret, "GET", "/v1/lease", timeout=0.5)
+        return body.strip() == "valid" if code == 200 else None
+
+    def lease_state(self) -> str:
+        """What this agent answers a peer: ``valid`` while it surely holds its lease."""
+        return "valid" if self.keeper.valid else "lost"
+
+    def _report_self_fence(self) -> None:
+        """Write the events of self-fences done while the store was out of reach."""
+        while self.self_fence.done:
+            f = self.self_fence.done[0]
+            self.commit(
+                self.fence(),
+                [],
+                [
+                    self._event(
+                        self.actor,
+                        f"host/{self.config.host}",
+                        "self-fenced",
+                        f"destroyed {', '.join(f.domains)} ({f.why}); disks kept",
+                        at=f.at,
+                    )
+                ],
+            )
+            self.self_fence.done.pop(0)
+
     def refresh_host(self) -> None:
         """Update the host record when the pools or networks it reaches changed."""
+        self._learn_peers()
         current = load(self.store, HostRecord, keys.HOSTS + self.config.host)
         if current is None:
             return
@@ -352,6 +412,14 @@ class Agent:
 
     # -- reconcile -------------------------------------------------------------------
     def run_once(self) -> None:
+        if not self.keeper.valid:
+            return  # no lease: start nothing (the leader may be running our VMs elsewhere)
+        self._report_self_fence()
+        if self.clock.monotonic() - self.peers_read > PEERS_EVERY_S:
+            self._learn_peers()
+        if self.store.get(keys.FENCED + self.config.host) is not None:
+            self._while_fenced()
+            return
         specs = load_all(self.store, VMSpec, keys.VMS)
         placements = load_all(self.store, Placement, keys.PLACEMENT)
         mine = sorted(n for n, (p, _) in placements.items() if p.host == self.config.host)
@@ -389,6 +457,18 @@ class Agent:
             [n for n in mine if n in domains and domains[n].state == DomainState.RUNNING]
         )
         self._remove_strays(list(domains.values()), specs, placements, migrations)
+
+    def _while_fenced(self) -> None:
+        """This host is fenced (its lease expired, or an operator declared it off): it acts
+        dead. Its HA domains are destroyed if any still runs, nothing is started, and the
+        domains of VMs now placed elsewhere are removed; the leader unfences the host once
+        it has seen its lease again, and VMs still placed here then run again."""
+        self.self_fence.fence_now("the host is fenced")
+        self._report_self_fence()
+        specs = load_all(self.store, VMSpec, keys.VMS)
+        placements = load_all(self.store, Placement, keys.PLACEMENT)
+        migrations = load_all(self.store, Migration, keys.MIGRATIONS)
+        self._remove_strays(self.hv.domains(), specs, placements, migrations)
 
     def _reconcile(
         self, spec: VMSpec, rev: int, dom: Domain | None, status: VMStatus | None, fence: Fence
@@ -574,6 +654,7 @@ class Agent:
             nics=tuple(nics),
             boot=spec.boot,
             serial_log=f"{self.config.serial_log_dir}/{spec.name}-serial.log",
+            ha=spec.ha.mode == HAMode.RESTART,
         )
 
     def _status(self, spec: VMSpec, state: VMState, message: str, fence: Fence) -> None:
@@ -689,6 +770,16 @@ class AgentDaemon:
             except HypervisorError as exc:
                 log.warning("cannot register again: %s", exc)
 
+    def _fence_loop(self) -> None:
+        """Self-fencing, on its own thread: a reconcile pass stuck on the store or libvirt
+        must not delay it (selffence.py)."""
+        while not self.stop.wait(0.25):
+            try:
+                self.agent.guard()
+                watchdog.feed()
+            except Exception:
+                log.exception("self-fence check failed")
+
     def _watch_loop(self) -> None:
         while not self.stop.is_set():
             try:
@@ -715,7 +806,7 @@ class AgentDaemon:
                 self.stop.wait(1.0)
         self.agent.hv.on_change(lambda _name: self.wake.set())
         self.agent.on_wake = self.wake.set
-        for target in (self._keepalive_loop, self._watch_loop):
+        for target in (self._keepalive_loop, self._watch_loop, self._fence_loop):
             threading.Thread(target=target, daemon=True, name=target.__name__).start()
         last_refresh = 0.0
         while not self.stop.is_set():

@@ -30,6 +30,7 @@ def serve(
     log_dir: str,
     secret: Callable[[], str],
     incoming: Incoming | None = None,
+    lease: Callable[[], str] | None = None,
 ) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: object) -> None:
@@ -97,6 +98,10 @@ def serve(
             if not self._authorized():
                 return
             url = urlparse(self.path)
+            if url.path == "/v1/lease" and lease is not None:
+                # a peer deciding whether etcd is down for everyone (agent/selffence.py)
+                self._send(200, lease().encode())
+                return
             m = _CONSOLE.fullmatch(url.path)
             if not m:
                 self._send(404, b"not found")

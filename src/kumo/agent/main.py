@@ -29,13 +29,21 @@ def run(
     name = host or hv.facts().hostname
     config = AgentConfig(host=name, address=address, domain_type=domain_type, agent_port=port)
 
+    agent = Agent(config, store, hv, QemuImgVolumes())
+
     def secret() -> str:
+        """The agent secret; while etcd is out of reach, the one last read (peers must still
+        be able to ask whether this host holds its lease)."""
         try:
             entry = store.get(AGENT_SECRET)
         except StoreUnavailable:
-            return "\0unavailable"
-        return entry.value.decode() if entry else "\0none"
+            return agent.secret or "\0unavailable"
+        if entry is None:
+            return "\0none"
+        agent.secret = entry.value.decode()
+        return agent.secret
 
-    agent = Agent(config, store, hv, QemuImgVolumes())
-    http.serve(address, port, config.serial_log_dir, secret, agent.incoming)
+    http.serve(
+        address, port, config.serial_log_dir, secret, agent.incoming, lease=agent.lease_state
+    )
     AgentDaemon(agent).run()

@@ -36,6 +36,7 @@ class Domain:
     # config_digest of the persistent definition (its metadata; "" when it has none): the
     # agent redefines a domain whose digest is not the one it would define now
     digest: str = ""
+    ha: bool = False  # its metadata says HA restarts it elsewhere (self-fencing destroys it)
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,9 @@ class DomainConfig:
     # The agent passes the VM's: a named model, or the cluster's baseline (ADR 0007).
     cpu: CPUConfig = CPUConfig()
     owner: str = "kumo"  # recorded in <metadata>: which domains kumo manages
+    # recorded in <metadata> as ha="restart": HA may run it elsewhere if this host is cut off,
+    # so the host destroys it itself first (self-fencing needs no store to know which)
+    ha: bool = False
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -81,7 +84,11 @@ def _render(cfg: DomainConfig, digest: str) -> str:
     _sub(dom, "name", cfg.name)
     _sub(dom, "uuid", cfg.uuid)
     meta = _sub(dom, "metadata")
-    owner = {"name": cfg.name, "owner": cfg.owner} | ({"digest": digest} if digest else {})
+    owner = (
+        {"name": cfg.name, "owner": cfg.owner}
+        | ({"ha": "restart"} if cfg.ha else {})
+        | ({"digest": digest} if digest else {})
+    )
     _sub(meta, f"{{{KUMO_XMLNS}}}vm", **owner)
     _sub(dom, "memory", str(cfg.memory_mib), unit="MiB")
     _sub(dom, "vcpu", str(cfg.vcpus))
@@ -137,8 +144,10 @@ def owned_by_kumo(xml: str) -> str | None:
     return kumo_metadata(xml)[0]
 
 
-def kumo_metadata(xml: str) -> tuple[str | None, str]:
-    """The kumo VM name (None: not kumo's) and the config digest ("" when none) recorded in
-    a domain's XML."""
+def kumo_metadata(xml: str) -> tuple[str | None, str, bool]:
+    """The kumo VM name (None: not kumo's), the config digest ("" when none) and whether HA
+    restarts it elsewhere, as recorded in a domain's XML."""
     el = ET.fromstring(xml).find(f"metadata/{{{KUMO_XMLNS}}}vm")
-    return (el.get("name"), el.get("digest", "")) if el is not None else (None, "")
+    if el is None:
+        return None, "", False
+    return el.get("name"), el.get("digest", ""), el.get("ha") == "restart"

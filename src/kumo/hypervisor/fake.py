@@ -138,7 +138,7 @@ class FakeHypervisor:
     def domains(self) -> list[Domain]:
         self._check()
         return [
-            Domain(n, d.config.uuid, d.state, d.config.name, config_digest(d.config))
+            Domain(n, d.config.uuid, d.state, d.config.name, config_digest(d.config), d.config.ha)
             if d.config.owner == "kumo"
             else Domain(n, d.config.uuid, d.state, None)
             for n, d in sorted(self._doms.items())
@@ -276,6 +276,16 @@ class FakeHypervisor:
         """For the simulator: each domain's state as QEMU has it, whether libvirtd answers
         or not (the ground truth its invariants check)."""
         return {n: d.state for n, d in sorted(self._doms.items())}
+
+    def kill_ha(self) -> list[str]:
+        """For the simulator: the host's watchdog kills the QEMU of every running or paused
+        HA guest (its metadata says so), libvirtd or not; libvirt then sees them crashed."""
+        killed = []
+        for name, d in sorted(self._doms.items()):
+            if d.config.ha and d.state in (DomainState.RUNNING, DomainState.PAUSED):
+                d.state = DomainState.CRASHED
+                killed.append(name)
+        return killed
 
     def power_off(self) -> None:
         """For the simulator: the host loses power. Every guest dies, transient domains vanish,

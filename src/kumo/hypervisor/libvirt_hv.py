@@ -363,7 +363,7 @@ class LibvirtHypervisor:
                 state, reason = d.state()
                 # the persistent definition: a redefined running domain keeps its old live
                 # XML (and digest) until it next boots
-                vm, digest = kumo_metadata(d.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+                vm, digest, ha = kumo_metadata(d.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
                 out.append(
                     Domain(
                         name=d.name(),
@@ -371,6 +371,7 @@ class LibvirtHypervisor:
                         state=_state(state, reason),
                         kumo_vm=vm,
                         digest=digest,
+                        ha=ha,
                     )
                 )
             return out

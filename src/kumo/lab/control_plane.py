@@ -89,6 +89,25 @@ def start_agent(plan: LabPlan, host: Node, domain_type: str) -> None:
     )
 
 
+def start_watchdog(host: Node) -> None:
+    """The host's ``kumo watchdog``: kills its HA guests when its agent stops feeding it."""
+    spawn(
+        [*enter(host.netns, host.name), *_kumo("watchdog")],
+        str(STATE_DIR / host.name / "watchdog.log"),
+    )
+
+
+def watchdog_running(host: Node) -> bool:
+    for pid in pids_in_netns(host.netns):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"kumo" in cmd and b"watchdog" in cmd:
+            return True
+    return False
+
+
 def agent_running(host: Node) -> bool:
     for pid in pids_in_netns(host.netns):
         try:

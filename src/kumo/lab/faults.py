@@ -190,6 +190,9 @@ def heal(plan: LabPlan, host: Node, domain_type: str) -> list[str]:
             start_daemons(host)
             done.append("powered on (libvirtd, virtlogd, virtlockd)")
         wait_libvirtd([host])
+    if not control_plane.watchdog_running(host):
+        control_plane.start_watchdog(host)
+        done.append("kumo watchdog started")
     if not control_plane.agent_running(host):
         control_plane.start_agent(plan, host, domain_type)
         done.append("kumo agent started")

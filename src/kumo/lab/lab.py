@@ -125,6 +125,7 @@ def _build(
     token = control_plane.write_client_config(plan)
     control_plane.register_basics(plan, token)
     for host in plan.hosts:
+        control_plane.start_watchdog(host)
         control_plane.start_agent(plan, host, domain_type)
     control_plane.wait_hosts(plan, token)
     log(

@@ -20,6 +20,7 @@ from kumo.model.activity import Event, Task
 from kumo.model.host import Image, Network, Pool
 from kumo.scheduler.placement import Policy
 from kumo.server.commands import Commands
+from kumo.server.ha import HAManager
 from kumo.server.maintenance import Maintainer
 from kumo.server.migrations import Migrations
 from kumo.server.placement import Placer
@@ -62,6 +63,7 @@ class ClusterService:
         self.commands = Commands(self.state, self.placement)
         self.migrations = MigrationCommands(self.state, self.placement)
         self.maintenance = self.migrations.hosts
+        self.ha = HAManager(self.state, self.placement)
 
     @property
     def store(self) -> ClusterStore:

@@ -31,10 +31,12 @@ from typing import Literal
 
 from kumo import faults as f
 from kumo.agent.agent import Agent, AgentConfig
+from kumo.agent.watchdog import TIMEOUT_S as WATCHDOG_TIMEOUT_S
 from kumo.clock import CountedIds
 from kumo.hypervisor.base import DomainState, HypervisorError
 from kumo.hypervisor.fake import FakeFabric, FakeHypervisor
 from kumo.model.activity import Event
+from kumo.model.ha import HAMode
 from kumo.model.host import HostRecord
 from kumo.server.controllers import Controllers
 from kumo.server.leader import LeaderElector
@@ -46,16 +48,38 @@ from kumo.sim.store import Audit, Reach, Writer
 from kumo.storage.pool_identity import FakePoolIds
 from kumo.storage.volumes import FakeVolumes, Volumes
 from kumo.store import keys
-from kumo.store.base import ClusterStore, Put, StoreUnavailable
+from kumo.store.base import ClusterStore, Compare, Put, StoreUnavailable
 from kumo.store.lease import Fenced
 from kumo.store.liveness import alive_hosts
 from kumo.store.memory import MemoryStore
+from kumo.store.records import put
 
 REFRESH_S = 30.0  # the agent daemon's host refresh period
 
 
 class NotSimulated(NotImplementedError):
     """A fault the simulator cannot honour yet: it needs what issue #10 (HA) adds."""
+
+
+class SimHypervisor(FakeHypervisor):
+    """A fake hypervisor that tells the world of every start that succeeded (a boot): a
+    crash and the restart that follows may fall within one tick, where sampling the guests
+    would not see them."""
+
+    def __init__(
+        self,
+        name: str,
+        cpus: int,
+        memory_mib: int,
+        fabric: FakeFabric,
+        booted: Callable[[str, str], None],
+    ) -> None:
+        super().__init__(name, cpus, memory_mib, fabric=fabric)
+        self.booted = booted
+
+    def start(self, name: str) -> None:
+        super().start(name)
+        self.booted(self.hostname, name)
 
 
 @dataclass
@@ -81,6 +105,7 @@ class SimHost:
     links: Links = field(default_factory=Links)
     last_refresh: float = 0.0
     guests: dict[str, DomainState] = field(default_factory=dict)  # as last logged
+    fed: float | None = None  # when its agent last fed the watchdog (None: not armed)
 
 
 @dataclass
@@ -120,6 +145,8 @@ class World:
         self.strict = strict  # raise on the first invariant violation (else only record)
         self.violations: list[Violation] = []
         self.log: list[str] = []
+        self.origin = 0.0  # the log's and the violations' t=0, on the clock
+        self.boots: list[tuple[float, str, str]] = []  # (t, host, vm): each start that worked
         self._leader: str | None = None  # as last logged
         self._alive: tuple[str, ...] = ()
         self.pool_ids = FakePoolIds()  # one shared directory, seen by every host
@@ -160,7 +187,7 @@ class World:
         writer = Writer(f"agent {name}", keys.ALIVE + name, exempt=(keys.EVENTS, keys.POOL_IDS))
         host = SimHost(
             name,
-            FakeHypervisor(name, cpus, memory_mib, fabric=self.fabric),
+            SimHypervisor(name, cpus, memory_mib, self.fabric, self._booted),
             self._reach(writer, lambda: self._reaches_store(name)),
             self.volumes,
         )
@@ -195,11 +222,25 @@ class World:
         agent.migrator.incoming = lambda rec, secret, method, vm: self._incoming(
             host.name, rec, method, vm
         )
+        agent.self_fence.ask_peer = lambda peer: self._ask_peer(host.name, peer)
         return agent
+
+    def _ask_peer(self, source: str, peer: str) -> bool | None:
+        """A peer agent's answer to ``/v1/lease`` over the cluster network (None: no answer)."""
+        target = self.hosts.get(peer)
+        if target is None or target.agent is None or target.paused:
+            return None
+        if not self._storage_path(source, peer):
+            return None
+        return target.agent.lease_state() == "valid"
 
     def start_agent(self, name: str) -> None:
         host = self.hosts[name]
         host.agent, host.registered, host.paused = self.new_agent(host), False, False
+
+    def _booted(self, host: str, vm: str) -> None:
+        self.boots.append((self.t(), host, vm))
+        self.note(f"{host} {vm}: booted")  # seen even when it crashes again within the tick
 
     # -- paths -------------------------------------------------------------------------
     def _reaches_store(self, name: str) -> bool:
@@ -273,20 +314,38 @@ class World:
 
     def _step_host(self, host: SimHost) -> None:
         agent = host.agent
-        if agent is None or not host.powered or host.paused:
+        if not host.powered:
+            host.fed = None  # the watchdog died with the host
             return
+        if agent is None or host.paused:
+            self._watchdog(host)
+            return
+        host.fed = self.clock.monotonic()  # the agent's self-fence loop feeds it
         try:
             if not host.registered:
                 self._register(host)
                 if not host.registered:
+                    agent.guard()  # its own thread in the daemon: needs no store
                     return
-            agent.keepalive()
+            try:
+                agent.keepalive()
+            finally:
+                agent.guard()
             if self.clock.monotonic() - host.last_refresh > REFRESH_S:
                 agent.refresh_host()
                 host.last_refresh = self.clock.monotonic()
             agent.run_once()
         except (StoreUnavailable, Fenced, HypervisorError):
             pass  # as AgentDaemon: logged there, VMs left as they are
+
+    def _watchdog(self, host: SimHost) -> None:
+        """The host's watchdog process (``kumo watchdog``): its agent stopped feeding it, so
+        it cannot self-fence; past the timeout the watchdog kills the HA guests itself."""
+        if host.fed is None or self.clock.monotonic() - host.fed <= WATCHDOG_TIMEOUT_S:
+            return
+        killed = host.hv.kill_ha()
+        if killed:
+            self.note(f"{host.name} watchdog: agent silent; killed {', '.join(killed)}")
 
     def _register(self, host: SimHost) -> None:
         assert host.agent is not None
@@ -298,13 +357,17 @@ class World:
         host.last_refresh = self.clock.monotonic()
 
     # -- looking -----------------------------------------------------------------------
+    def t(self) -> float:
+        """Virtual seconds since ``origin`` (a scenario's t=0: its setup done)."""
+        return self.clock.monotonic() - self.origin
+
     def note(self, what: str) -> None:
-        self.log.append(f"t={self.clock.monotonic():.3f} {what}")
+        self.log.append(f"t={self.t():.3f} {what}")
 
     def _observe(self) -> None:
         """Log what changed this tick (events written, then each host's guests, then who
         leads and which hosts are alive), then check the invariants."""
-        t = self.clock.monotonic()
+        t = self.t()
         self._log_commits()
         for name in sorted(self.hosts):
             host = self.hosts[name]
@@ -336,9 +399,7 @@ class World:
             if commit.stale:
                 keys_written = ", ".join(o.key for o in commit.ops)
                 detail = f"{commit.writer} wrote {keys_written} at revision {commit.revision}"
-                self._violated(
-                    Violation("fenced-writer", self.clock.monotonic(), f"{detail}: {commit.stale}")
-                )
+                self._violated(Violation("fenced-writer", self.t(), f"{detail}: {commit.stale}"))
 
     def _violated(self, v: Violation) -> None:
         self.violations.append(v)
@@ -423,11 +484,25 @@ class World:
                     self.service.delete(vm, "sim")
                 else:
                     self.service.power(vm, action, False, "sim")
-            case f.Fence() | f.Reboot() | f.Router() | f.Nas() | f.VmHa():
+            case f.Fence(h):
+                self.service.commands.fence_host(h, "sim")
+            case f.VmHa(vm, mode):
+                self._set_ha(vm, mode)
+            case f.Reboot() | f.Router() | f.Nas():
                 raise NotSimulated(
                     f"{f.describe(fault)}: not simulated yet; it needs HA (fencing, recovery, "
                     "paused domains), which issue #10 adds"
                 )
+
+    def _set_ha(self, vm: str, mode: str) -> None:
+        """``vm ha VM restart|off``: the VM's HA mode changed as the API's command changes it
+        (the spec, under a compare, with an ``ha-policy`` event)."""
+        st = self.service.state
+        spec, rev = st.spec(vm)
+        ha = spec.ha.model_copy(update={"mode": HAMode(mode)})
+        event = st.event("sim", f"vm/{vm}", "ha-policy", ha.model_dump_json())
+        updated = spec.model_copy(update={"ha": ha})
+        st.commit([Compare(keys.VMS + vm, rev)], [put(keys.VMS + vm, updated), event])
 
     def _crash(self, vm: str) -> None:
         for h in self.running_on(vm):

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 
 from kumo.server.controllers.base import Reconciler
 from kumo.server.controllers.events import MAX_EVENTS, EventTrimmer
+from kumo.server.controllers.ha import HighAvailability
 from kumo.server.controllers.maintenance import DrainHosts
 from kumo.server.controllers.migration_queue import MigrationQueue
 from kumo.server.controllers.scheduler import PlaceUnplaced
@@ -25,9 +26,11 @@ class Controllers:
         self.fence = fence  # the leader's token, read at the start of each pass
         self._fence = NO_FENCE
         self.clock = service.clock
-        # The order is fixed: place first (a drain may need room the scheduler just counted),
-        # then ask drains to migrate, then start what the queue allows, then trim.
+        # The order is fixed: HA first (a dead host's VMs get the room before anything new),
+        # then place (a drain may need room the scheduler just counted), then ask drains to
+        # migrate, then start what the queue allows, then trim.
         self.reconcilers: Sequence[Reconciler] = (
+            HighAvailability(service.ha, self._pass_fence),
             PlaceUnplaced(service.placement, self._pass_fence),
             DrainHosts(service.maintenance, self._pass_fence),
             MigrationQueue(service.migrations, self._pass_fence),

@@ -1,0 +1,205 @@
+"""High availability end to end in a 3-host lab (real etcd, libvirtd, QEMU, virtlockd): a host
+dies or is cut off, its HA VMs run again elsewhere and their guests boot again, never on two
+hosts at once; HA-off VMs stay down; the host rejoins with no stale domain running.
+
+Each test samples every host's running domains every 200 ms for its whole length (libvirt,
+from inside each host) and fails if a VM was ever seen running on two hosts at once."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from kumo.lab import lab as lab_mod
+from kumo.lab.namespaces import STATE_DIR, enter
+from kumo.lab.plan import LabPlan
+from tests.lab.conftest import VMs, heartbeat_after, kumo, last_heartbeat
+
+SAMPLER = """
+import sys, time, libvirt
+conn = libvirt.open("qemu:///system")
+while True:
+    try:
+        active = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        names = sorted(d.name() for d in active)
+    except libvirt.libvirtError:
+        names = None
+    print(f"{time.time():.3f} {','.join(names) if names is not None else '?'}", flush=True)
+    time.sleep(0.2)
+"""
+
+
+class Sampler:
+    """Every host's running domains, every 200 ms, from a sampler process inside each."""
+
+    def __init__(self, plan: LabPlan) -> None:
+        self.samples: dict[str, list[tuple[float, set[str]]]] = {h.name: [] for h in plan.hosts}
+        self.procs = []
+        for h in plan.hosts:
+            p = subprocess.Popen(
+                [*enter(h.netns, h.name), sys.executable, "-c", SAMPLER],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+            self.procs.append(p)
+            threading.Thread(target=self._read, args=(h.name, p), daemon=True).start()
+
+    def _read(self, host: str, p: subprocess.Popen[str]) -> None:
+        assert p.stdout is not None
+        for line in p.stdout:
+            t, _, names = line.strip().partition(" ")
+            if names != "?":
+                self.samples[host].append((float(t), set(filter(None, names.split(",")))))
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.kill()
+            p.wait()
+
+    def doubles(self) -> list[str]:
+        """VMs seen running on two hosts within one 200 ms sampling window."""
+        found = []
+        hosts = sorted(self.samples)
+        for i, a in enumerate(hosts):
+            for b in hosts[i + 1 :]:
+                for ta, na in self.samples[a]:
+                    for tb, nb in self.samples[b]:
+                        if abs(ta - tb) < 0.2 and na & nb:
+                            found.append(f"{sorted(na & nb)} on {a} and {b} at {ta:.1f}")
+        return found
+
+    def hosts_running(self, vm: str) -> set[str]:
+        return {h for h, s in self.samples.items() if any(vm in names for _, names in s)}
+
+
+@pytest.fixture(scope="module")
+def plan(guest_image: object) -> Iterator[LabPlan]:
+    kumo("lab", "down")
+    try:
+        kumo("lab", "up", "--hosts", "3")
+        yield lab_mod.current_plan()
+    finally:
+        kumo("lab", "down", check=False)
+    assert lab_mod.leftovers() == []
+
+
+@pytest.fixture
+def sampler(plan: LabPlan) -> Iterator[Sampler]:
+    s = Sampler(plan)
+    try:
+        yield s
+    finally:
+        s.stop()
+    assert s.doubles() == []
+    assert all(s.samples.values()), "a sampler saw nothing: the check above proved nothing"
+
+
+def vm_row(name: str) -> dict[str, object]:
+    rows: list[dict[str, object]] = json.loads(kumo("vm", "list", "-o", "json").stdout)
+    return next(r for r in rows if r["name"] == name)
+
+
+def events_of(obj: str) -> list[dict[str, object]]:
+    out = kumo("events", "--object", obj, "--limit", "100", "-o", "json").stdout
+    return list(json.loads(out))
+
+
+def wait_for(what: str, cond: object, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
+        time.sleep(0.3)
+
+
+def running_elsewhere(name: str, dead: str) -> bool:
+    row = vm_row(name)
+    return row["state"] == "running" and row["host"] != dead
+
+
+def heal(host: str) -> None:
+    kumo("lab", "fault", "heal", host, timeout=180)
+
+
+def test_a_killed_hosts_ha_vm_boots_elsewhere_and_ha_off_stays_down(
+    plan: LabPlan, vms: VMs, sampler: Sampler
+) -> None:
+    vms.create("kh1", "--host", "h1")
+    vms.create("kh2", "--host", "h1", "--ha", "off")
+    ref = last_heartbeat("kh1")
+    kumo("lab", "fault", "kill-host", "h1")
+    wait_for("kh1 running on another host", lambda: running_elsewhere("kh1", "h1"))
+    assert heartbeat_after("kh1", ref) != ref[0]  # the guest booted again, elsewhere
+    off = vm_row("kh2")
+    assert off["host"] == "h1" and off["state"] == "stopped", off
+    recovered = [e for e in events_of("vm/kh1") if e["action"] == "recovered"]
+    assert recovered and "host h1 fenced" in str(recovered[0]["message"])
+    heal("h1")
+    wait_for("h1 unfenced", lambda: "h1" not in _fenced_now())
+    wait_for("kh2 running on h1 again", lambda: vm_row("kh2")["state"] == "running")
+    assert vm_row("kh1")["host"] != "h1"
+    assert sampler.hosts_running("kh1") == {"h1", str(vm_row("kh1")["host"])}
+
+
+def _fenced_now() -> list[str]:
+    hosts: list[dict[str, object]] = json.loads(kumo("host", "list", "-o", "json").stdout)
+    return [str(h["name"]) for h in hosts if h["state"] == "fenced"]
+
+
+def test_a_host_cut_from_etcd_destroys_its_ha_vm_before_it_starts_elsewhere(
+    plan: LabPlan, vms: VMs, sampler: Sampler
+) -> None:
+    vms.create("pt1", "--host", "h2")
+    ref = last_heartbeat("pt1")
+    kumo("lab", "fault", "partition", "h2")
+    try:
+        wait_for("pt1 running on another host", lambda: running_elsewhere("pt1", "h2"))
+        assert heartbeat_after("pt1", ref) != ref[0]
+    finally:
+        heal("h2")
+    wait_for("h2's self-fence reported", lambda: _self_fenced("h2"))
+    fenced_at = _event_time("host/h2", "self-fenced")
+    recovered_at = _event_time("vm/pt1", "recovered")
+    assert fenced_at < recovered_at, (fenced_at, recovered_at)
+    first_elsewhere = min(
+        t for h, s in sampler.samples.items() if h != "h2" for t, names in s if "pt1" in names
+    )
+    last_on_h2 = max(t for t, names in sampler.samples["h2"] if "pt1" in names)
+    assert last_on_h2 < first_elsewhere, (last_on_h2, first_elsewhere)
+    wait_for("h2 rejoined", lambda: "h2" not in _fenced_now())
+    assert "pt1" not in _running_on("h2")
+
+
+def _self_fenced(host: str) -> bool:
+    return any(e["action"] == "self-fenced" for e in events_of(f"host/{host}"))
+
+
+def _event_time(obj: str, action: str) -> float:
+    return float(next(e["time"] for e in events_of(obj) if e["action"] == action))  # type: ignore[arg-type]
+
+
+def _running_on(host: str) -> set[str]:
+    return set(kumo("lab", "exec", host, "--", "virsh", "list", "--name").stdout.split())
+
+
+def test_a_killed_agent_is_fenced_by_the_watchdog_and_the_vm_moves(
+    plan: LabPlan, vms: VMs, sampler: Sampler
+) -> None:
+    vms.create("wd1", "--host", "h3")
+    ref = last_heartbeat("wd1")
+    kumo("lab", "fault", "kill-agent", "h3")
+    try:
+        wait_for("wd1 running on another host", lambda: running_elsewhere("wd1", "h3"))
+        assert heartbeat_after("wd1", ref) != ref[0]
+        log = (STATE_DIR / "h3" / "watchdog.log").read_text()
+        assert "killed HA guests wd1" in log, log
+    finally:
+        heal("h3")
+    wait_for("h3 rejoined", lambda: "h3" not in _fenced_now())
+    assert "wd1" not in _running_on("h3")
