@@ -163,6 +163,63 @@ def maintenance_exit(
             _wait_task(c, t["id"])
 
 
+# HA policy options of `vm create` and `vm ha`: option -> the policy field
+HAPolicyOpt = Annotated[
+    str | None,
+    typer.Option("--ha", help="restart (run it again elsewhere when its host dies) or off"),
+]
+PriorityOpt = Annotated[
+    int | None, typer.Option(help="HA priority 0-1000: higher is recovered first")
+]
+HostsOpt = Annotated[
+    str | None,
+    typer.Option(help="comma-separated hosts it may run on ('' : any host)"),
+]
+PreferredOpt = Annotated[
+    str | None, typer.Option(help="host chosen when it can take the VM ('' : none)")
+]
+FailbackOpt = Annotated[
+    bool | None,
+    typer.Option("--failback/--no-failback", help="return to the preferred host once it is up"),
+]
+MaxRestartOpt = Annotated[
+    int | None, typer.Option(help="failed starts retried on one host (default 1)")
+]
+MaxRelocateOpt = Annotated[
+    int | None, typer.Option(help="then moves to another host before error (default 1)")
+]
+
+
+def ha_policy(
+    policy: str | None,
+    priority: int | None,
+    hosts: str | None,
+    preferred: str | None,
+    failback: bool | None,
+    max_restart: int | None,
+    max_relocate: int | None,
+) -> dict[str, Any]:
+    """The HA policy fields the options give (as the API takes them); '' clears a host list
+    or the preferred host."""
+    given: dict[str, Any] = {}
+    if policy is not None:
+        given["mode"] = policy
+    if priority is not None:
+        given["priority"] = priority
+    if hosts is not None:
+        given["hosts"] = [h.strip() for h in hosts.split(",") if h.strip()] or None
+    if preferred is not None:
+        given["preferred"] = preferred or None
+    for key, value in (
+        ("failback", failback),
+        ("max_restart", max_restart),
+        ("max_relocate", max_relocate),
+    ):
+        if value is not None:
+            given[key] = value
+    return given
+
+
 @vm_app.command("create")
 def vm_create(
     name: str,
@@ -189,12 +246,20 @@ def vm_create(
         list[str] | None, typer.Option(help="command cloud-init runs once (repeat for more)")
     ] = None,
     no_start: Annotated[bool, typer.Option(help="create stopped")] = False,
+    ha: HAPolicyOpt = None,
+    priority: PriorityOpt = None,
+    hosts: HostsOpt = None,
+    preferred: PreferredOpt = None,
+    failback: FailbackOpt = None,
+    max_restart: MaxRestartOpt = None,
+    max_relocate: MaxRelocateOpt = None,
     wait: Annotated[bool, typer.Option(help="wait until it runs")] = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
     output: JsonOpt = "table",
 ) -> None:
-    """Create a VM: placed by the scheduler, disk cloned from IMAGE, started."""
+    """Create a VM: placed by the scheduler, disk cloned from IMAGE, started. Its HA policy
+    (default: restart, priority 0, any host) is set by --ha, --priority, --hosts, …"""
     body: dict[str, Any] = {
         "name": name,
         "image": image,
@@ -216,6 +281,9 @@ def vm_create(
     ):
         if v is not None:
             body[k] = v
+    policy = ha_policy(ha, priority, hosts, preferred, failback, max_restart, max_relocate)
+    if policy:
+        body["ha"] = policy
     c = _client(url, token)
     result = _call(c, "POST", "/vms", json=body)
     if wait:
@@ -259,9 +327,24 @@ def vm_list(
 def vm_show(
     name: str, url: UrlOpt = None, token: TokenOpt = None, output: JsonOpt = "table"
 ) -> None:
-    """Show one VM."""
+    """Show one VM, with its HA policy."""
     data = _call(_client(url, token), "GET", f"/vms/{name}")
     _emit(data, output, [*VM_COLS, "power", "pool", "networks", "task"])
+    if output != "json":
+        out.print(f"HA: {ha_summary(data['spec']['ha'])}", highlight=False)
+
+
+def ha_summary(ha: dict[str, Any]) -> str:
+    """An HA policy in one line: ``restart, priority 100, hosts h1,h2, preferred h1, …``."""
+    parts = [ha["mode"], f"priority {ha['priority']}"]
+    if ha.get("hosts"):
+        parts.append(f"hosts {','.join(ha['hosts'])}")
+    if ha.get("preferred"):
+        parts.append(f"preferred {ha['preferred']}")
+    if ha.get("failback"):
+        parts.append("failback")
+    parts.append(f"max-restart {ha['max_restart']}, max-relocate {ha['max_relocate']}")
+    return ", ".join(parts)
 
 
 def _power(

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from kumo.cli import cluster, lab, migration
+from kumo.cli import cluster, ha, lab, migration
 
 app = typer.Typer(
     help="kumo: a private cloud for KVM clusters.",
@@ -22,6 +22,7 @@ app.add_typer(cluster.pool_app, name="pool")
 app.add_typer(cluster.network_app, name="network")
 app.add_typer(cluster.task_app, name="task")
 app.add_typer(migration.policy_app, name="migration-policy")
+app.add_typer(ha.app, name="ha")
 app.command("events")(cluster.events)
 
 

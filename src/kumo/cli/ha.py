@@ -1,0 +1,169 @@
+"""HA commands: `kumo vm ha`, `kumo host fence` and `kumo ha status|plan|settings`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from kumo.cli.client import ClientError
+from kumo.cli.cluster import (
+    FailbackOpt,
+    HostsOpt,
+    JsonOpt,
+    MaxRelocateOpt,
+    MaxRestartOpt,
+    PreferredOpt,
+    PriorityOpt,
+    TokenOpt,
+    UrlOpt,
+    _call,
+    _client,
+    _emit,
+    _fail,
+    _fmt,
+    ha_policy,
+    ha_summary,
+    host_app,
+    out,
+    vm_app,
+)
+
+app = typer.Typer(
+    help="High availability: what HA sees, where it would move VMs, its timings.",
+    no_args_is_help=True,
+)
+
+
+@vm_app.command("ha")
+def vm_ha(
+    name: str,
+    policy: Annotated[
+        str | None,
+        typer.Option("--policy", help="restart (run it again elsewhere when its host dies) or off"),
+    ] = None,
+    priority: PriorityOpt = None,
+    hosts: HostsOpt = None,
+    preferred: PreferredOpt = None,
+    failback: FailbackOpt = None,
+    max_restart: MaxRestartOpt = None,
+    max_relocate: MaxRelocateOpt = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Show or change the VM's HA policy (what is not given stays). It applies from the next
+    placement or recovery: the VM is not moved now."""
+    c = _client(url, token)
+    given = ha_policy(policy, priority, hosts, preferred, failback, max_restart, max_relocate)
+    current: dict[str, Any] = _call(c, "GET", f"/vms/{name}")["spec"]["ha"]
+    if given:
+        body = {**current, **given}
+        body["hosts"] = body.get("hosts") or None  # [] is "any host": sent as none
+        current = _call(c, "PUT", f"/vms/{name}/ha", json=body)
+    out.print(f"vm {name}: HA {ha_summary(current)}", highlight=False)
+
+
+@host_app.command("fence")
+def host_fence(
+    host: str,
+    confirm: Annotated[
+        bool, typer.Option("--confirm", help="you confirm HOST is off (powered off or cut off)")
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="even while its agent's lease is live: the lease is revoked; if the host "
+            "runs after all, its HA VMs may run twice until its agent stops them",
+        ),
+    ] = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Fence HOST on your word that it is off: HA runs its HA VMs elsewhere at once."""
+    if not confirm:
+        raise _fail(ClientError(f"host {host}: not fenced: add --confirm to say that it is off"))
+    body = {"confirm": True, "force": force}
+    fenced = _call(_client(url, token), "POST", f"/hosts/{host}/fence", json=body)
+    out.print(f"host {host}: fenced at {_fmt(fenced['at'])}: {fenced['reason']}", highlight=False)
+
+
+@app.command("status")
+def ha_status(url: UrlOpt = None, token: TokenOpt = None, output: JsonOpt = "table") -> None:
+    """Hosts (lease, fenced, VMs) and HA VMs with their state."""
+    data = _call(_client(url, token), "GET", "/ha/status")
+    if output == "json":
+        _emit(data, output, [])
+        return
+    hosts = [
+        {
+            **h,
+            "fenced": f"{_fmt(h['fenced']['at'])}: {h['fenced']['reason']}"
+            if h["fenced"]
+            else None,
+        }
+        for h in data["hosts"]
+    ]
+    _emit(hosts, output, ["name", "state", "lease", "fenced", "vms"], title="hosts")
+    _emit(
+        data["vms"],
+        output,
+        ["name", "mode", "priority", "host", "state", "message"],
+        title="HA VMs",
+    )
+
+
+@app.command("plan")
+def ha_plan(
+    fail: Annotated[
+        str | None,
+        typer.Option(help="comma-separated hosts to take as dead (default: those down or fenced)"),
+    ] = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    output: JsonOpt = "table",
+) -> None:
+    """Where each HA VM of the failed hosts would run again now, and which could not be
+    placed and why. Changes nothing."""
+    params = {"fail": fail} if fail else {}
+    plan = _call(_client(url, token), "GET", "/ha/plan", params=params)
+    if output == "json":
+        _emit(plan, output, [])
+        return
+    failed = ", ".join(plan["failed"]) or "none (no host is down or fenced)"
+    out.print(f"failed hosts: {failed}", highlight=False)
+    _emit(plan["restart"], output, ["vm", "priority", "was_on", "to"], title="would restart")
+    if plan["waits"]:
+        _emit(plan["waits"], output, ["vm", "priority", "was_on", "reason"], title="would wait")
+    if plan["not_recovered"]:
+        out.print(f"left alone (HA off or stopped): {', '.join(plan['not_recovered'])}")
+
+
+@app.command("settings")
+def ha_settings(
+    grace: Annotated[
+        float | None, typer.Option(help="s after a lease expired before fencing the host")
+    ] = None,
+    stabilisation: Annotated[
+        float | None, typer.Option(help="s a host is up before failback VMs return to it")
+    ] = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    output: JsonOpt = "table",
+) -> None:
+    """Show or change the HA timings. The lease TTL is shown only: the agents read it when
+    they start, so it is not changed here."""
+    c = _client(url, token)
+    data = _call(c, "GET", "/ha/settings")
+    if grace is not None or stabilisation is not None:
+        body = {
+            "grace_s": data["grace_s"] if grace is None else grace,
+            "stabilisation_s": data["stabilisation_s"] if stabilisation is None else stabilisation,
+        }
+        data = _call(c, "PUT", "/ha/settings", json=body)
+    if output == "json":
+        _emit(data, output, [])
+        return
+    out.print(f"lease TTL      {data['lease_ttl_s']} s (the agents read it when they start)")
+    out.print(f"grace          {data['grace_s']:g} s (after a lease expired, before fencing)")
+    out.print(f"stabilisation  {data['stabilisation_s']:g} s (up this long before failback)")

@@ -1,0 +1,128 @@
+"""The HA commands of the CLI against a real server on loopback (the in-memory store): the
+create flags and `vm ha` reach the VM's spec, `vm show` prints the policy, `host fence`
+needs --confirm, `ha status|plan|settings` print what the API says."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+import typer
+import uvicorn
+from typer.testing import CliRunner
+
+from kumo.cli import cluster
+from kumo.cli import ha as ha_cli
+from kumo.model.vm import VMSpec
+from kumo.server.app import create_app
+from kumo.server.auth import bootstrap
+from kumo.server.service import ClusterService
+from kumo.sim.cluster import define_basics, register_hosts, sim_host
+from kumo.store import keys
+from kumo.store.base import Delete
+from kumo.store.memory import MemoryStore
+from kumo.store.records import load
+
+cli = typer.Typer()
+cli.add_typer(cluster.vm_app, name="vm")
+cli.add_typer(cluster.host_app, name="host")
+cli.add_typer(ha_cli.app, name="ha")
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[dict[str, str], MemoryStore]]:
+    store = MemoryStore()
+    token = bootstrap(store)
+    assert token
+    for h in ("h1", "h2", "h3"):
+        register_hosts(store, [sim_host(h, cpus=2, memory_mib=1024)])
+    service = ClusterService(store)
+    define_basics(service)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(create_app(service), log_level="warning"))
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not srv.started:
+        if not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        threading.Event().wait(0.01)
+    yield {"KUMO_URL": f"http://127.0.0.1:{port}", "KUMO_TOKEN": token}, store
+    srv.should_exit = True
+    thread.join(10)
+
+
+def run(env: dict[str, str], *args: str) -> str:
+    result = CliRunner().invoke(cli, list(args), env={**env, "KUMO_CONFIG": "/nonexistent"})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def spec_ha(store: MemoryStore, vm: str) -> dict[str, object]:
+    found = load(store, VMSpec, keys.VMS + vm)
+    assert found is not None
+    return found[0].ha.model_dump(mode="json")
+
+
+def test_create_flags_and_vm_ha_reach_the_spec(
+    server: tuple[dict[str, str], MemoryStore],
+) -> None:
+    env, store = server
+    run(env, "vm", "create", "c1", "--image", "img", "--memory", "128", "--ha", "off",
+        "--priority", "100", "--hosts", "h1,h2", "--preferred", "h1", "--failback",
+        "--max-restart", "2", "--max-relocate", "0")  # fmt: skip
+    assert spec_ha(store, "c1") == {
+        "mode": "off",
+        "priority": 100,
+        "hosts": ["h1", "h2"],
+        "preferred": "h1",
+        "failback": True,
+        "max_restart": 2,
+        "max_relocate": 0,
+    }
+    shown = run(env, "vm", "show", "c1")
+    assert "off, priority 100, hosts h1,h2, preferred h1, failback" in " ".join(shown.split())
+    # vm ha changes what it is given and keeps the rest
+    printed = run(env, "vm", "ha", "c1", "--policy", "restart", "--no-failback", "--hosts", "")
+    assert "HA restart, priority 100" in printed
+    assert spec_ha(store, "c1") | {"max_restart": 2} == {
+        "mode": "restart",
+        "priority": 100,
+        "hosts": [],
+        "preferred": "h1",
+        "failback": False,
+        "max_restart": 2,
+        "max_relocate": 0,
+    }
+
+
+def test_a_bad_value_is_an_error_naming_the_field(
+    server: tuple[dict[str, str], MemoryStore],
+) -> None:
+    env, _ = server
+    result = CliRunner().invoke(
+        cli,
+        ["vm", "create", "c2", "--image", "img", "--priority", "5000"],
+        env={**env, "KUMO_CONFIG": "/nonexistent"},
+    )
+    assert result.exit_code == 1 and "ha.priority:" in result.output
+
+
+def test_fence_status_plan_settings(server: tuple[dict[str, str], MemoryStore]) -> None:
+    env, store = server
+    run(env, "vm", "create", "p1", "--image", "img", "--memory", "128", "--host", "h3",
+        "--priority", "7")  # fmt: skip
+    refused = CliRunner().invoke(cli, ["host", "fence", "h3"], env=env)
+    assert refused.exit_code == 1 and "--confirm" in refused.output
+    assert store.get(keys.FENCED + "h3") is None
+    plan = " ".join(run(env, "ha", "plan", "--fail", "h3").split())
+    assert "failed hosts: h3" in plan and "p1 │ 7 │ h3 │" in plan
+    store.commit([], [Delete(keys.ALIVE + "h3")])
+    assert "fenced at" in run(env, "host", "fence", "h3", "--confirm")
+    status = " ".join(run(env, "ha", "status").split())
+    assert "confirmed by api:admin" in status and "recovering" in status
+    assert "grace 2 s" in " ".join(run(env, "ha", "settings").split())
+    assert "grace 3.5 s" in " ".join(run(env, "ha", "settings", "--grace", "3.5").split())
