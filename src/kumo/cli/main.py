@@ -57,6 +57,14 @@ def server(
 
 
 @app.command()
+def watchdog() -> None:
+    """Run the host's watchdog: kill the HA guests' QEMU when the agent stops feeding it."""
+    from kumo.agent.watchdog import run
+
+    run()
+
+
+@app.command()
 def agent(
     address: Annotated[str, typer.Option(help="this host's cluster (storage) address")],
     etcd: Annotated[str, typer.Option(help="etcd endpoint")] = "http://127.0.0.1:2379",
