@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from kumo.cli import cluster, ha, lab, migration
+from kumo.cli import cluster, ha, lab, migration, sim
 
 app = typer.Typer(
     help="kumo: a private cloud for KVM clusters.",
@@ -23,6 +23,7 @@ app.add_typer(cluster.network_app, name="network")
 app.add_typer(cluster.task_app, name="task")
 app.add_typer(migration.policy_app, name="migration-policy")
 app.add_typer(ha.app, name="ha")
+app.add_typer(sim.app, name="sim")
 app.command("events")(cluster.events)
 
 
