@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from kumo.model.ha import FencedHost, HAStatus, RecoveryState
+from kumo.model.vm import Migration
 from kumo.server.app import create_app
 from kumo.server.auth import bootstrap
 from kumo.server.service import ClusterService
@@ -359,3 +360,16 @@ def test_ha_settings_change_the_grace_not_the_ttl(api: tuple[TestClient, MemoryS
         r = client.put(f"{API}/ha/settings", json=body)
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == field, r.text
     assert store.revision() == rev
+
+
+def test_ha_plan_leaves_a_migrating_vm_to_its_migration(
+    api: tuple[TestClient, MemoryStore],
+) -> None:
+    client, store = api
+    create(client, "moving", host="h1")
+    create(client, "staying", host="h1")
+    m = Migration(vm="moving", task="0123456789ab", source="h1", target="h2", started_at=1.0)
+    store.commit([], [put(keys.MIGRATIONS + "moving", m)])
+    plan = client.get(f"{API}/ha/plan", params={"fail": "h1"}).json()
+    assert [p["vm"] for p in plan["restart"]] == ["staying"]
+    assert plan["not_recovered"] == ["moving"]

@@ -151,8 +151,8 @@ def ha_settings(
     token: TokenOpt = None,
     output: JsonOpt = "table",
 ) -> None:
-    """Show or change the HA timings. The lease TTL is shown only: the agents read it when
-    they start, so it is not changed here."""
+    """Show or change the HA timings. The agents' lease TTL is shown only: it is fixed when
+    they start (changing it means restarting every agent)."""
     c = _client(url, token)
     data = _call(c, "GET", "/ha/settings")
     if grace is not None or stabilisation is not None:
@@ -164,6 +164,6 @@ def ha_settings(
     if output == "json":
         _emit(data, output, [])
         return
-    out.print(f"lease TTL      {data['lease_ttl_s']} s (the agents read it when they start)")
+    out.print(f"lease TTL      {data['lease_ttl_s']} s (fixed when the agents start)")
     out.print(f"grace          {data['grace_s']:g} s (after a lease expired, before fencing)")
     out.print(f"stabilisation  {data['stabilisation_s']:g} s (up this long before failback)")

@@ -267,8 +267,9 @@ class Queries:
         return HAStatusView(hosts=hosts, vms=vms)
 
     def ha_plan(self, fail: list[str] | None = None) -> HAPlan:
-        """Where the HA VMs of the ``fail`` hosts (default: every host down or fenced now)
-        would run if those hosts died now, by the recovery planner HA runs
+        """Where the HA VMs of the ``fail`` hosts (default: every host down or fenced now;
+        a VM being migrated is left to its migration, as HA leaves it) would run if those
+        hosts died now, by the recovery planner HA runs
         (:func:`kumo.ha.recovery.plan_recovery`) on the cluster as it is. Reads only."""
         view = self.state.view
         view.sync()
@@ -281,6 +282,7 @@ class Queries:
         failed = set(fail) if fail is not None else {h.name for h in hosts if not h.up}
         hosts = [dataclasses.replace(h, up=False) if h.name in failed else h for h in hosts]
         specs = {v: s for v, (s, _) in view.models(VMSpec, keys.VMS).items()}
+        migrations = view.models(Migration, keys.MIGRATIONS)  # HA leaves these to them
         placed: list[Placed] = []
         orphans: list[Orphan] = []
         left: list[str] = []
@@ -290,11 +292,11 @@ class Queries:
                 continue
             if p.host not in failed:
                 placed.append(Placed(demand(spec), p.host))
-            elif wants_recovery(spec):
+            elif wants_recovery(spec) and v not in migrations:
                 orphans.append(Orphan(ha_demand(spec), spec.ha.priority, p.host))
             else:
                 left.append(v)
-        for v, (m, _) in view.models(Migration, keys.MIGRATIONS).items():
+        for v, (m, _) in migrations.items():
             if v in specs and m.target not in failed:
                 placed.append(Placed(demand(specs[v]), m.target))
         restart, waits = [], []

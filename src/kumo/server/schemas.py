@@ -275,7 +275,7 @@ class HostFence(Body):
 
 class HASettingsChange(Body):
     """The HA timings an operator may change (a PUT replaces both). The agents' lease TTL
-    is shown by GET but not changed here: the agents read it when they start."""
+    is shown by GET but not changed here: it is fixed when they start."""
 
     grace_s: float = Field(
         default=2.0, ge=0, le=600, description="after a host's lease expired, before fencing it"
