@@ -54,7 +54,13 @@ def test_scenario(path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["maintenance-enter-exit.yaml", "vm-crash.yaml", "leader-crash.yaml"]
+    "name",
+    [
+        "maintenance-enter-exit.yaml",
+        "vm-crash.yaml",
+        "leader-crash.yaml",
+        "ha/recovery-power-off.yaml",
+    ],
 )
 def test_a_scenario_gives_the_same_log_byte_for_byte(name: str) -> None:
     first, second = run(load(ROOT / name)), run(load(ROOT / name))

@@ -123,6 +123,9 @@ class Runner:
         if w.violations:
             raise SetupFailed(f"{s.path}: setup: {w.violations[0]}")
         w.origin = w.clock.monotonic()
+        # wall time too counts from t=0, so the times records and events carry read as the
+        # log's (a step back of the setup's length, as a wall clock set by NTP may take)
+        w.clock.epoch = -w.origin
         w.log.clear()
         w.boots.clear()
 
