@@ -10,10 +10,11 @@ from kumo.ha.recovery import Orphan, Restart, plan_recovery
 from kumo.model.activity import Event, Task
 from kumo.model.ha import FencedHost, HAMode, HASettings, HAStatus
 from kumo.model.host import HostRecord, HostState, Image, Maintenance, Network, Pool
-from kumo.model.vm import Migration, Placement, Power, VMSpec, VMState, VMStatus
+from kumo.model.vm import Migration, Placement, VMSpec, VMState, VMStatus
 from kumo.scheduler.demand import demand
-from kumo.scheduler.placement import Demand, Placed
+from kumo.scheduler.placement import Placed
 from kumo.server.errors import Conflict, NotFound
+from kumo.server.ha import ha_demand, wants_recovery
 from kumo.server.schemas import (
     HAHostView,
     HAPlan,
@@ -29,18 +30,6 @@ from kumo.server.state import ClusterState
 from kumo.store import keys
 from kumo.store.liveness import is_alive
 from kumo.store.records import decode, load, load_all
-
-
-def wants_recovery(spec: VMSpec) -> bool:
-    """Whether HA runs the VM again elsewhere when its host is fenced."""
-    return spec.ha.mode == HAMode.RESTART and spec.power == Power.RUNNING and not spec.deleting
-
-
-def ha_demand(spec: VMSpec) -> Demand:
-    """What the VM asks of a host when HA places it: no pin, its HA hosts and preferred."""
-    return dataclasses.replace(
-        demand(spec), pin=None, allowed=frozenset(spec.ha.hosts), preferred=spec.ha.preferred
-    )
 
 
 def _vm_state(
