@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from kumo.model.ha import FencedHost, HAStatus, RecoveryState
-from kumo.model.vm import Migration
+from kumo.model.vm import Migration, VMState, VMStatus
 from kumo.server.app import create_app
 from kumo.server.auth import bootstrap
 from kumo.server.service import ClusterService
@@ -373,3 +373,14 @@ def test_ha_plan_leaves_a_migrating_vm_to_its_migration(
     plan = client.get(f"{API}/ha/plan", params={"fail": "h1"}).json()
     assert [p["vm"] for p in plan["restart"]] == ["staying"]
     assert plan["not_recovered"] == ["moving"]
+
+
+def test_a_migration_keeps_to_the_allowed_hosts(api: tuple[TestClient, MemoryStore]) -> None:
+    client, store = api
+    create(client, "a", ha={"hosts": ["h1", "h2"], "preferred": "h1"})
+    running = VMStatus(name="a", host="h1", state=VMState.RUNNING, updated_at=1.0)
+    store.commit([], [put(keys.VMSTATUS + "a", running)])  # as its agent reports it
+    rev = store.revision()
+    r = client.post(f"{API}/vms/a/migrate", json={"to": "h3"})
+    assert r.status_code == 409 and "allowed hosts (h1, h2)" in r.json()["detail"], r.text
+    assert store.revision() == rev
