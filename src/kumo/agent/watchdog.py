@@ -67,10 +67,19 @@ def starving(path: Path, now: float, timeout: float = TIMEOUT_S) -> bool:
         return False
 
 
-def bite(run_dir: Path = QEMU_RUN, kill: Callable[[int, int], None] = os.kill) -> list[str]:
-    """Kill the QEMU of every HA guest here; returns their names."""
+def bite(
+    run_dir: Path = QEMU_RUN,
+    kill: Callable[[int, int], None] = os.kill,
+    done: set[int] | None = None,
+) -> list[str]:
+    """Kill the QEMU of every HA guest here but those in ``done`` (killed before: their
+    runtime files stay until libvirtd reaps them); returns their names, adds to ``done``."""
     killed = []
+    done = set() if done is None else done
     for name, pid in ha_guests(run_dir).items():
+        if pid in done:
+            continue
+        done.add(pid)
         try:
             kill(pid, signal.SIGKILL)
             killed.append(name)
@@ -82,9 +91,10 @@ def bite(run_dir: Path = QEMU_RUN, kill: Callable[[int, int], None] = os.kill) -
 def run(feed_path: Path = FEED, run_dir: Path = QEMU_RUN) -> None:  # pragma: no cover - loop
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     log.info("watching %s (timeout %.1f s); HA guests from %s", feed_path, TIMEOUT_S, run_dir)
+    done: set[int] = set()
     while True:
         if starving(feed_path, time.time()):
-            killed = bite(run_dir)
+            killed = bite(run_dir, done=done)
             if killed:
                 log.warning(
                     "agent silent for more than %.1f s: killed HA guests %s (their host may be "

@@ -147,7 +147,11 @@ def owned_by_kumo(xml: str) -> str | None:
 def kumo_metadata(xml: str) -> tuple[str | None, str, bool]:
     """The kumo VM name (None: not kumo's), the config digest ("" when none) and whether HA
     restarts it elsewhere, as recorded in a domain's XML."""
-    el = ET.fromstring(xml).find(f"metadata/{{{KUMO_XMLNS}}}vm")
+    root = ET.fromstring(xml)
+    # a definition, or libvirt's runtime status file (<domstatus> wrapping the <domain>)
+    el = root.find(f"metadata/{{{KUMO_XMLNS}}}vm")
+    if el is None:
+        el = root.find(f"domain/metadata/{{{KUMO_XMLNS}}}vm")
     if el is None:
         return None, "", False
     return el.get("name"), el.get("digest", ""), el.get("ha") == "restart"
