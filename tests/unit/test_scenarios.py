@@ -1,7 +1,7 @@
 """Every scenario file under tests/scenarios/ runs in the simulator and passes: its
-expectations and the four invariants of the scenario format (docs/simulator.md). The HA
-scenarios that need recovery (#10) are expected to fail until it lands, strictly: one that
-passes fails here, so its marker goes."""
+expectations and the invariants of the scenario format (docs/simulator.md). The scenarios
+that need what is not built yet are expected to fail, strictly and each with its reason: one
+that passes fails here, so its marker goes."""
 
 from __future__ import annotations
 
@@ -15,22 +15,22 @@ from kumo.sim.scenario import load
 ROOT = Path(__file__).resolve().parents[1] / "scenarios"
 FILES = sorted(ROOT.rglob("*.yaml"))
 
-# scenarios whose expectations need HA recovery, which has not landed (relative to ROOT)
-NEEDS_HA = {
-    "ha/nas-outage.yaml",  # paused domains on a NAS outage are not simulated
-    "ha/node-affinity-failback.yaml",
-    "ha/reboot-clean.yaml",  # a clean reboot (VMs frozen) is not simulated
-    "ha/resource-failure-error.yaml",
-    "ha/resource-failure-relocate.yaml",
-    "ha/router-outage.yaml",  # not simulated
-    "ha/storage-link-down-degraded.yaml",  # no `degraded` host state yet
+# scenarios whose expectations need what is not built yet (relative to ROOT), and why
+NOT_YET = {
+    "ha/nas-outage.yaml": "NAS outages (paused domains) are network-path failover's (#11)",
+    "ha/router-outage.yaml": "router outages are network-path failover's (#11)",
+    "ha/storage-link-down-degraded.yaml": "the degraded host state is #11's",
+    "ha/reboot-clean.yaml": "a clean host reboot (VMs frozen, not recovered) is not simulated",
+    "ha/node-affinity-failback.yaml": "failback to the preferred host is not built yet",
+    "ha/resource-failure-error.yaml": "the start-failure policy is not enforced yet",
+    "ha/resource-failure-relocate.yaml": "the start-failure policy is not enforced yet",
 }
 
 
 def _param(path: Path) -> object:
     rel = path.relative_to(ROOT).as_posix()
-    if rel in NEEDS_HA:
-        mark = pytest.mark.xfail(strict=True, reason="HA recovery (#10) not landed")
+    if rel in NOT_YET:
+        mark = pytest.mark.xfail(strict=True, reason=NOT_YET[rel])
         return pytest.param(path, id=rel, marks=mark)
     return pytest.param(path, id=rel)
 
@@ -44,7 +44,7 @@ def explain(result: Result) -> str:
 
 def test_there_are_at_least_40_scenarios() -> None:
     assert len(FILES) >= 40
-    assert not NEEDS_HA - {p.relative_to(ROOT).as_posix() for p in FILES}
+    assert not set(NOT_YET) - {p.relative_to(ROOT).as_posix() for p in FILES}
 
 
 @pytest.mark.parametrize("path", [_param(p) for p in FILES])

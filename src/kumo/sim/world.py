@@ -485,7 +485,7 @@ class World:
                 else:
                     self.service.power(vm, action, False, "sim")
             case f.Fence(h):
-                self.service.commands.fence_host(h, "sim")
+                self.service.commands.fence_host(h, "sim", force=True)  # trusted (SCENARIOS.md)
             case f.VmHa(vm, mode):
                 self._set_ha(vm, mode)
             case f.Reboot() | f.Router() | f.Nas():
