@@ -8,75 +8,16 @@ from inside each host) and fails if a VM was ever seen running on two hosts at o
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from kumo.lab import lab as lab_mod
-from kumo.lab.namespaces import STATE_DIR, enter
+from kumo.lab.namespaces import STATE_DIR
 from kumo.lab.plan import LabPlan
+from kumo.lab.sampler import DomainSampler
 from tests.lab.conftest import VMs, heartbeat_after, kumo, last_heartbeat
-
-SAMPLER = """
-import sys, time, libvirt
-conn = libvirt.open("qemu:///system")
-while True:
-    try:
-        active = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
-        names = sorted(d.name() for d in active)
-    except libvirt.libvirtError:
-        names = None
-    print(f"{time.time():.3f} {','.join(names) if names is not None else '?'}", flush=True)
-    time.sleep(0.2)
-"""
-
-
-class Sampler:
-    """Every host's running domains, every 200 ms, from a sampler process inside each."""
-
-    def __init__(self, plan: LabPlan) -> None:
-        self.samples: dict[str, list[tuple[float, set[str]]]] = {h.name: [] for h in plan.hosts}
-        self.procs = []
-        for h in plan.hosts:
-            p = subprocess.Popen(
-                [*enter(h.netns, h.name), sys.executable, "-c", SAMPLER],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                text=True,
-            )
-            self.procs.append(p)
-            threading.Thread(target=self._read, args=(h.name, p), daemon=True).start()
-
-    def _read(self, host: str, p: subprocess.Popen[str]) -> None:
-        assert p.stdout is not None
-        for line in p.stdout:
-            t, _, names = line.strip().partition(" ")
-            if names != "?":
-                self.samples[host].append((float(t), set(filter(None, names.split(",")))))
-
-    def stop(self) -> None:
-        for p in self.procs:
-            p.kill()
-            p.wait()
-
-    def doubles(self) -> list[str]:
-        """VMs seen running on two hosts within one 200 ms sampling window."""
-        found = []
-        hosts = sorted(self.samples)
-        for i, a in enumerate(hosts):
-            for b in hosts[i + 1 :]:
-                for ta, na in self.samples[a]:
-                    for tb, nb in self.samples[b]:
-                        if abs(ta - tb) < 0.2 and na & nb:
-                            found.append(f"{sorted(na & nb)} on {a} and {b} at {ta:.1f}")
-        return found
-
-    def hosts_running(self, vm: str) -> set[str]:
-        return {h for h, s in self.samples.items() if any(vm in names for _, names in s)}
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +32,8 @@ def plan(guest_image: object) -> Iterator[LabPlan]:
 
 
 @pytest.fixture
-def sampler(plan: LabPlan) -> Iterator[Sampler]:
-    s = Sampler(plan)
+def sampler(plan: LabPlan) -> Iterator[DomainSampler]:
+    s = DomainSampler(plan).start()
     try:
         yield s
     finally:
@@ -128,7 +69,7 @@ def heal(host: str) -> None:
 
 
 def test_a_killed_hosts_ha_vm_boots_elsewhere_and_ha_off_stays_down(
-    plan: LabPlan, vms: VMs, sampler: Sampler
+    plan: LabPlan, vms: VMs, sampler: DomainSampler
 ) -> None:
     vms.create("kh1", "--host", "h1")
     vms.create("kh2", "--host", "h1", "--ha", "off")
@@ -153,7 +94,7 @@ def _fenced_now() -> list[str]:
 
 
 def test_a_host_cut_from_etcd_destroys_its_ha_vm_before_it_starts_elsewhere(
-    plan: LabPlan, vms: VMs, sampler: Sampler
+    plan: LabPlan, vms: VMs, sampler: DomainSampler
 ) -> None:
     vms.create("pt1", "--host", "h2")
     ref = last_heartbeat("pt1")
@@ -189,7 +130,7 @@ def _running_on(host: str) -> set[str]:
 
 
 def test_a_killed_agent_is_fenced_by_the_watchdog_and_the_vm_moves(
-    plan: LabPlan, vms: VMs, sampler: Sampler
+    plan: LabPlan, vms: VMs, sampler: DomainSampler
 ) -> None:
     vms.create("wd1", "--host", "h3")
     ref = last_heartbeat("wd1")

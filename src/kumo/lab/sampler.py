@@ -1,0 +1,87 @@
+"""Which domains each lab host runs, sampled every 200 ms from inside each host (libvirt's
+list of active domains), for the length of a test or a benchmark: the evidence that a VM
+never ran on two hosts at once, and when it started running somewhere."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+from kumo.lab.namespaces import enter
+from kumo.lab.plan import LabPlan
+
+PERIOD_S = 0.2
+_SCRIPT = f"""
+import time, libvirt
+conn = libvirt.open("qemu:///system")
+while True:
+    try:
+        active = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        names = ",".join(sorted(d.name() for d in active))
+    except libvirt.libvirtError:
+        names = "?"
+    print(f"{{time.time():.3f}} {{names}}", flush=True)
+    time.sleep({PERIOD_S})
+"""
+
+Sample = tuple[float, frozenset[str]]
+
+
+class DomainSampler:
+    """Start with :meth:`start`, end with :meth:`stop` (in a ``finally``)."""
+
+    def __init__(self, plan: LabPlan) -> None:
+        self.plan = plan
+        self.samples: dict[str, list[Sample]] = {h.name: [] for h in plan.hosts}
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def start(self) -> DomainSampler:
+        for h in self.plan.hosts:
+            p = subprocess.Popen(
+                [*enter(h.netns, h.name), sys.executable, "-c", _SCRIPT],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+            self.procs.append(p)
+            threading.Thread(target=self._read, args=(h.name, p), daemon=True).start()
+        return self
+
+    def _read(self, host: str, p: subprocess.Popen[str]) -> None:
+        assert p.stdout is not None
+        for line in p.stdout:
+            t, _, names = line.strip().partition(" ")
+            if names != "?":  # libvirtd not answering: no sample, not an empty one
+                self.samples[host].append((float(t), frozenset(filter(None, names.split(",")))))
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.kill()
+            p.wait()
+
+    def doubles(self) -> list[str]:
+        """VMs seen running on two hosts in samples less than one period apart."""
+        found = []
+        hosts = sorted(self.samples)
+        for i, a in enumerate(hosts):
+            for b in hosts[i + 1 :]:
+                for ta, na in self.samples[a]:
+                    for tb, nb in self.samples[b]:
+                        if abs(ta - tb) < PERIOD_S and na & nb:
+                            found.append(f"{sorted(na & nb)} on {a} and {b} at {ta:.1f}")
+        return found
+
+    def first_running(self, vm: str, after: float, not_on: str = "") -> float | None:
+        """When ``vm`` was first seen running after ``after`` on a host other than ``not_on``."""
+        times = [
+            t
+            for h, s in self.samples.items()
+            if h != not_on
+            for t, names in s
+            if t >= after and vm in names
+        ]
+        return min(times) if times else None
+
+    def hosts_running(self, vm: str) -> set[str]:
+        return {h for h, s in self.samples.items() if any(vm in names for _, names in s)}
