@@ -4,8 +4,6 @@ half-applied). A new VM is placed and committed by the ``Placer``."""
 
 from __future__ import annotations
 
-import uuid
-
 from kumo.model.activity import Task, TaskState
 from kumo.model.cpu import ClusterCPU
 from kumo.model.ha import FencedHost, HAMode, HASettings, HASpec
@@ -80,7 +78,7 @@ class Commands:
             st.fresh(view.get(keys.HOSTS + req.host) is not None)
             if view.get(keys.HOSTS + req.host) is None:
                 raise Conflict(f"host: no host named {req.host}", "host")
-        vm_uuid = str(uuid.uuid4())
+        vm_uuid = st.new_uuid()
         task = new_task("vm.create", f"vm/{req.name}", actor, st.clock.now(), ids=st.ids)
         macs = draw_macs(len(req.networks), lambda _: False, st.mac_bits)  # checked when placed
         spec = VMSpec(

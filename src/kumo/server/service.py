@@ -13,6 +13,7 @@ the simulator and the benchmarks use them. A thin facade: it assembles the parts
 from __future__ import annotations
 
 import secrets
+import uuid
 from collections.abc import Callable
 
 from kumo.clock import SYSTEM_CLOCK, SYSTEM_IDS, Clock, Ids
@@ -56,8 +57,9 @@ class ClusterService:
         view: StoreCache | DirectView | None = None,
         mac_bits: Callable[[], int] = lambda: secrets.randbits(24),
         ids: Ids = SYSTEM_IDS,
+        new_uuid: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
-        self.state = ClusterState(store, policy, clock, view, mac_bits, ids)
+        self.state = ClusterState(store, policy, clock, view, mac_bits, ids, new_uuid)
         self.queries = Queries(self.state)
         self.placement = Placer(self.state)
         self.commands = Commands(self.state, self.placement)

@@ -8,6 +8,7 @@ an import cycle)."""
 from __future__ import annotations
 
 import secrets
+import uuid
 from collections.abc import Callable, Sequence
 
 from kumo.clock import SYSTEM_CLOCK, SYSTEM_IDS, Clock, Ids
@@ -34,12 +35,14 @@ class ClusterState:
         view: StoreCache | DirectView | None = None,
         mac_bits: Callable[[], int] = lambda: secrets.randbits(24),
         ids: Ids = SYSTEM_IDS,
+        new_uuid: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
         self.store = store
         self.policy = policy or Policy()
         self.clock = clock
         self.ids = ids  # task ids and event keys
         self.mac_bits = mac_bits  # random bits for MAC addresses
+        self.new_uuid = new_uuid  # a new VM's UUID
         # Lists and placement read this (a watch-fed cache in `kumo server`).
         self.view = view or DirectView(store)
 

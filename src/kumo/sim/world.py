@@ -25,6 +25,7 @@ need HA (issue #10) raise :class:`NotSimulated`, naming the fault.
 from __future__ import annotations
 
 import random
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -168,7 +169,11 @@ class World:
     def _service(self, store: ClusterStore) -> ClusterService:
         """A service as `kumo server` makes one, on the world's clock, ids and random bits."""
         return ClusterService(
-            store, clock=self.clock, ids=self.ids, mac_bits=lambda: self.rng.getrandbits(24)
+            store,
+            clock=self.clock,
+            ids=self.ids,
+            mac_bits=lambda: self.rng.getrandbits(24),
+            new_uuid=lambda: str(uuid.UUID(int=self.rng.getrandbits(128), version=4)),
         )
 
     def _reach(self, writer: Writer, path: Callable[[], bool]) -> Reach:
