@@ -144,3 +144,26 @@ def test_a_killed_agent_is_fenced_by_the_watchdog_and_the_vm_moves(
         heal("h3")
     wait_for("h3 rejoined", lambda: "h3" not in _fenced_now())
     assert "wd1" not in _running_on("h3")
+
+
+def test_when_room_is_short_priority_decides_and_the_rest_waits_recovering(
+    plan: LabPlan, vms: VMs, sampler: DomainSampler
+) -> None:
+    """Two 10 GB HA VMs on h1 may run on h1 or h2 only; h2 has room for one (a 10 GB HA-off
+    VM there; each lab host offers the machine's ~24 GB). h1 dies: the higher priority runs
+    on h2, the other waits ``recovering`` with the scheduler's reason, and runs on h1 again
+    once h1 is back. Guests touch little of their memory: the sizes are the scheduler's."""
+    big = 10000
+    vms.create("cap-fill", "--host", "h2", "--ha", "off", memory=big)
+    vms.create("cap-low", "--host", "h1", "--hosts", "h1,h2", "--priority", "1", memory=big)
+    vms.create("cap-high", "--host", "h1", "--hosts", "h1,h2", "--priority", "100", memory=big)
+    kumo("lab", "fault", "kill-host", "h1")
+    try:
+        wait_for("cap-high running on h2", lambda: running_elsewhere("cap-high", "h1"))
+        assert vm_row("cap-high")["host"] == "h2"
+        wait_for("cap-low recovering", lambda: vm_row("cap-low")["state"] == "recovering")
+        assert "not enough free memory" in str(vm_row("cap-low")["message"])
+    finally:
+        heal("h1")
+    wait_for("cap-low running on h1 again", lambda: vm_row("cap-low")["state"] == "running")
+    assert vm_row("cap-low")["host"] == "h1" and vm_row("cap-high")["host"] == "h2"
