@@ -290,8 +290,12 @@ class Agent:
         return body.strip() == "valid" if code == 200 else None
 
     def lease_state(self) -> str:
-        """What this agent answers a peer: ``valid`` while it surely holds its lease."""
-        return "valid" if self.keeper.valid else "lost"
+        """What this agent answers a peer: ``valid`` while it surely holds its lease and its
+        last renewal reached the store. An agent whose renewals fail says ``lost`` at once,
+        though its lease still runs: at the start of an etcd outage the agents' deadlines
+        are up to a second apart, and the first to reach its own must hear that the others
+        lost the store too (selffence.py)."""
+        return "valid" if self.keeper.valid and not self.keeper.failing else "lost"
 
     def _report_self_fence(self) -> None:
         """Write the events of self-fences done while the store was out of reach."""

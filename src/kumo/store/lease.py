@@ -65,6 +65,7 @@ class LeaseKeeper:
         self.margin = margin
         self.lease = 0
         self.deadline = 0.0  # by our own clock; past it the lease may be gone
+        self.failing = False  # the last renewal attempt did not reach the store
 
     @property
     def valid(self) -> bool:
@@ -76,6 +77,7 @@ class LeaseKeeper:
         started = self.clock.monotonic()
         self.lease = self.store.grant(self.ttl)
         self.deadline = started + self.ttl - self.margin
+        self.failing = False
         return self.lease
 
     def renew(self) -> None:
@@ -86,6 +88,10 @@ class LeaseKeeper:
         except LeaseExpired:
             self.drop()
             raise
+        except Exception:
+            self.failing = True  # the store out of reach: the lease runs out unrenewed
+            raise
+        self.failing = False
         self.deadline = started + self.ttl - self.margin
 
     def revoke(self) -> None:
