@@ -199,3 +199,12 @@ def test_a_restart_after_a_crash_says_why() -> None:
         "the guest crashed (its QEMU ended unexpectedly): started again"
     )
     assert decide(spec(), seen(DomainState.SHUTOFF), NOW).message == ""
+
+
+@pytest.mark.parametrize("state", [DomainState.SHUTOFF, DomainState.CRASHED])
+def test_a_held_failed_start_is_not_tried_again_until_the_leader_places_it_again(
+    state: DomainState,
+) -> None:
+    held = Observed(dom(state), True, 0, None, start_held=True)
+    assert acts(spec(), held) == ()
+    assert acts(spec(), seen(state)) == (A.START,)

@@ -5,11 +5,12 @@ that no VM runs on two hosts (``strict``: the first violation fails the test).""
 from __future__ import annotations
 
 from kumo import faults as f
-from kumo.model.ha import FencedHost, HAStatus, RecoveryState
+from kumo.model.ha import FencedHost, HASettings, HAStatus, RecoveryState
+from kumo.model.vm import Migration, VMStatus
 from kumo.server.schemas import HAPolicy, VMCreate
 from kumo.sim.world import World
 from kumo.store import keys
-from kumo.store.records import load
+from kumo.store.records import load, put
 
 
 def vm(w: World, name: str, host: str, memory: int = 128, **ha: object) -> None:
@@ -185,3 +186,114 @@ def test_the_same_failover_gives_the_same_log() -> None:
 
     one, two = run(), run()
     assert one == two and any("recovered" in line for line in one)
+
+
+# -- failed starts (Proxmox's policy: retry max_restart times, relocate max_relocate times) --
+def starts_left(w: World, vm: str, host: str) -> int:
+    """How many of the starts made to fail on ``host`` have not been tried yet."""
+    return w.hosts[host].hv.start_failures.get(vm, 0)
+
+
+def test_a_failed_start_is_retried_once_on_its_host_then_the_vm_moves() -> None:
+    w = World(replicas=1)
+    w.apply(f.StartFails("a", "h1", 5))
+    vm(w, "a", "h1")
+    w.run(10)
+    [where] = w.running_on("a")
+    assert where != "h1"
+    # the first start and the one retry the leader asked for; the agent tried no more
+    assert starts_left(w, "a", "h1") == 3
+    [retry] = events(w, "start-retry")
+    assert "start failed on h1" in retry and "retrying on h1 (1 of 1)" in retry
+    [moved] = events(w, "relocated")
+    assert f"placed on {where}" in moved
+    assert load(w.store, HAStatus, keys.HA + "a") is None  # it runs: the counts are gone
+    assert w.service.vm("a").state == "running"
+
+
+def test_starts_failing_everywhere_end_in_error_and_the_agent_stops_trying() -> None:
+    w = World(("h1", "h2"), replicas=1)
+    for h in ("h1", "h2"):
+        w.apply(f.StartFails("a", h, 50))
+    vm(w, "a", "h1", max_restart=2, max_relocate=1)
+    w.run(10)
+    assert w.running_on("a") == []
+    assert (starts_left(w, "a", "h1"), starts_left(w, "a", "h2")) == (47, 47)
+    rec = load(w.store, HAStatus, keys.HA + "a")
+    assert rec is not None and rec[0].state == RecoveryState.ERROR and rec[0].tried == ("h1", "h2")
+    shown = w.service.vm("a")
+    assert shown.state == "error" and "start failed on h2" in shown.message
+    assert "gave up" in shown.message
+    w.run(20)
+    assert (starts_left(w, "a", "h1"), starts_left(w, "a", "h2")) == (47, 47)
+    # the operator's stop forgets the error; a start is a fresh one
+    w.hosts["h2"].hv.start_failures["a"] = 0
+    w.service.power("a", "stop", False, "t")
+    w.run(3)
+    assert load(w.store, HAStatus, keys.HA + "a") is None
+    w.service.power("a", "start", False, "t")
+    w.run(3)
+    assert w.running_on("a") == ["h2"]
+
+
+def test_no_other_host_to_move_to_is_an_error_with_the_reason() -> None:
+    w = World(("h1", "h2"), replicas=1)
+    w.apply(f.StartFails("a", "h1", 50))
+    vm(w, "a", "h1", hosts=["h1"], max_restart=0)
+    w.run(10)
+    shown = w.service.vm("a")
+    assert shown.state == "error" and "no other host can take it" in shown.message
+    assert starts_left(w, "a", "h1") == 49
+
+
+def test_a_vm_without_ha_is_started_again_every_pass_as_before() -> None:
+    w = World(replicas=1)
+    w.apply(f.StartFails("b", "h1", 3))
+    vm(w, "b", "h1", mode="off")
+    w.run(10)
+    assert w.running_on("b") == ["h1"] and starts_left(w, "b", "h1") == 0
+    assert not events(w, "start-retry") and not events(w, "relocated")
+    status = load(w.store, VMStatus, keys.VMSTATUS + "b")
+    assert status is not None and status[0].start_failed == 0
+
+
+# -- failback ------------------------------------------------------------------------------
+def failback_world(stabilisation_s: float) -> World:
+    w = World(("h1", "h2"), replicas=1)
+    w.store.commit([], [put(keys.HA_SETTINGS, HASettings(stabilisation_s=stabilisation_s))])
+    vm(w, "a", "h1", preferred="h1", failback=True)
+    vm(w, "b", "h1", preferred="h1")  # no failback: stays where HA put it
+    w.run(3)
+    w.apply(f.PowerOff("h1"))
+    w.run(15)
+    assert w.running_on("a") == w.running_on("b") == ["h2"]
+    return w
+
+
+def test_failback_waits_for_the_stabilisation_period_then_migrates_live() -> None:
+    w = failback_world(20)
+    w.apply(f.PowerOn("h1"))
+    back = w.clock.monotonic()
+    w.run(15)
+    assert w.running_on("a") == ["h2"] and not events(w, "failback")
+    w.run(15)
+    assert w.running_on("a") == ["h1"] and w.running_on("b") == ["h2"]
+    [why] = events(w, "failback")
+    assert "vm/a" in why and "by live migration" in why
+    assert 20 <= first(w, "failback") - back <= 22
+    assert [h for t, h, v in w.boots if v == "a" and t >= back] == []  # moved live: no boot
+
+
+def test_failback_waits_while_its_host_cannot_take_the_vm() -> None:
+    w = failback_world(5)
+    w.apply(f.PowerOn("h1"))
+    w.run(2)
+    w.service.migrations.maintenance("h1", "enter", False, "t")
+    w.run(15)
+    assert w.running_on("a") == ["h2"] and not events(w, "failback")
+    w.service.migrations.maintenance("h1", "exit", False, "t")
+    w.run(3)
+    assert w.running_on("a") == ["h2"]  # up again: the period counts anew
+    w.run(6)
+    assert w.running_on("a") == ["h1"]
+    assert load(w.store, Migration, keys.MIGRATIONS + "a") is None

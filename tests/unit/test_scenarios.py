@@ -21,9 +21,6 @@ NOT_YET = {
     "ha/router-outage.yaml": "router outages are network-path failover's (#11)",
     "ha/storage-link-down-degraded.yaml": "the degraded host state is #11's",
     "ha/reboot-clean.yaml": "a clean host reboot (VMs frozen, not recovered) is not simulated",
-    "ha/node-affinity-failback.yaml": "failback to the preferred host is not built yet",
-    "ha/resource-failure-error.yaml": "the start-failure policy is not enforced yet",
-    "ha/resource-failure-relocate.yaml": "the start-failure policy is not enforced yet",
 }
 
 

@@ -448,10 +448,15 @@ class Agent:
                 continue
             spec, rev = specs[name]
             status = statuses[name][0] if name in statuses else None
-            fence = self.fence(name, placements[name][1])
+            placed_rev = placements[name][1]
+            fence = self.fence(name, placed_rev)
             try:
                 try:
-                    self._reconcile(spec, rev, domains.get(name), status, fence)
+                    self._reconcile(spec, rev, domains.get(name), status, fence, placed_rev)
+                except StartFailed as exc:
+                    self._fail(
+                        spec, f"start failed on {self.config.host}: {exc}", fence, placed_rev
+                    )
                 except (HypervisorError, VolumeError) as exc:
                     self._fail(spec, str(exc), fence)
             except Fenced as exc:
@@ -475,8 +480,16 @@ class Agent:
         self._remove_strays(self.hv.domains(), specs, placements, migrations)
 
     def _reconcile(
-        self, spec: VMSpec, rev: int, dom: Domain | None, status: VMStatus | None, fence: Fence
+        self,
+        spec: VMSpec,
+        rev: int,
+        dom: Domain | None,
+        status: VMStatus | None,
+        fence: Fence,
+        placed_rev: int = 0,
     ) -> None:
+        """One VM: decide, act, report. ``placed_rev``: the revision of its placement here;
+        an HA VM whose start failed under it waits for the leader (decide.py)."""
         name = spec.name
         pool = self._pool(spec.pool)
         if name not in self.mem.reboot_done:
@@ -491,13 +504,19 @@ class Agent:
             reboot_done=self.mem.reboot_done[name],
             stop_since=self.mem.stop_since.get(name),
             want_digest=self._want_digest(spec, pool) if dom is not None else None,
+            start_held=_start_held(spec, status, self.config.host, placed_rev),
         )
         decision = decide(spec, seen, self.clock.now())
         for action in decision.actions:
             if action == Action.FORGET:
                 self._forget(spec, rev, fence)
                 return
-            self._act(action, spec, pool, fence)
+            try:
+                self._act(action, spec, pool, fence)
+            except HypervisorError as exc:
+                if action == Action.START:
+                    raise StartFailed(str(exc)) from exc
+                raise
         if decision.message and decision.actions:
             self.commit(
                 fence, [], [self._event(self.actor, f"vm/{name}", "notice", decision.message)]
@@ -508,6 +527,10 @@ class Agent:
         state = report(spec, after, name in self.mem.stop_since)
         if state == VMState.STOPPED:
             self.mem.stop_since.pop(name, None)
+        if seen.start_held and status is not None and state in (VMState.STOPPED, VMState.CRASHED):
+            # still the failed start the leader is to answer: the report stays as it was
+            self._status(spec, VMState.ERROR, status.message, fence, placed_rev)
+            return
         self._status(spec, state, decision.message, fence)
         if spec.task and self._goal_reached(spec, state):
             finish_task(
@@ -661,13 +684,16 @@ class Agent:
             ha=spec.ha.mode == HAMode.RESTART,
         )
 
-    def _status(self, spec: VMSpec, state: VMState, message: str, fence: Fence) -> None:
+    def _status(
+        self, spec: VMSpec, state: VMState, message: str, fence: Fence, start_failed: int = 0
+    ) -> None:
         status = VMStatus(
             name=spec.name,
             host=self.config.host,
             state=state,
             reboot_generation=self.mem.reboot_done.get(spec.name, 0),
             message=message,
+            start_failed=start_failed,
             updated_at=self.clock.now(),
         )
         last = self.mem.last_status.get(spec.name)
@@ -689,9 +715,10 @@ class Agent:
         self.commit(fence, [], ops)
         self.mem.last_status[spec.name] = status
 
-    def _fail(self, spec: VMSpec, message: str, fence: Fence) -> None:
+    def _fail(self, spec: VMSpec, message: str, fence: Fence, start_failed: int = 0) -> None:
+        """Report ``error``; ``start_failed``: the placement revision of a failed start."""
         log.error("vm %s: %s", spec.name, message)
-        self._status(spec, VMState.ERROR, message, fence)
+        self._status(spec, VMState.ERROR, message, fence, start_failed)
         if spec.task:
             finish_task(
                 self.store,
@@ -732,6 +759,24 @@ class Agent:
             )
         for m in (self.mem.stop_since, self.mem.reboot_done, self.mem.last_status):
             m.pop(name, None)
+
+
+class StartFailed(HypervisorError):
+    """libvirt refused to start the domain (reported with the placement it happened under)."""
+
+
+def _start_held(spec: VMSpec, status: VMStatus | None, host: str, placed_rev: int) -> bool:
+    """Whether the VM is an HA VM whose start here failed under its current placement: the
+    agent does not try again by itself; the leader places it again to have it retried."""
+    return (
+        spec.ha.mode == HAMode.RESTART
+        and spec.power == Power.RUNNING
+        and placed_rev > 0
+        and status is not None
+        and status.host == host
+        and status.state == VMState.ERROR
+        and status.start_failed == placed_rev
+    )
 
 
 def _seen(

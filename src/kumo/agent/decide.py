@@ -7,7 +7,10 @@ Rules (tests/unit/test_agent_decide.py):
 - a domain whose definition drifted (its recorded config digest is not the one of the config
   the agent would define now) is defined again; a running guest gets it at its next boot;
 - desired running: start a domain that is off or crashed; reboot when the spec's reboot
-  generation is ahead of the last one done (ACPI, or a hard reset when asked);
+  generation is ahead of the last one done (ACPI, or a hard reset when asked); but an HA VM
+  whose start failed under its current placement (``start_held``) is not started again:
+  the leader decides whether it is retried here (it writes the placement again), moved, or
+  left in ``error`` (kumo.server.ha);
 - desired stopped: ACPI shutdown once, then force off after ``stop_timeout_s``; a forced
   stop (``stop_mode`` force) powers off at once;
 - a paused domain is left alone (a migration or an operator paused it).
@@ -43,6 +46,8 @@ class Observed:
     stop_since: float | None  # when we asked the guest to shut down, if we did
     # config_digest of the definition the agent would make now; None: not compared
     want_digest: str | None = None
+    # an HA VM whose start failed under its current placement: the leader's turn to decide
+    start_held: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,8 @@ def _power(spec: VMSpec, seen: Observed, state: DomainState, now: float) -> Deci
     """What the spec's power state asks of a domain in ``state``."""
     if spec.power == Power.RUNNING:
         if state in (DomainState.SHUTOFF, DomainState.CRASHED):
+            if seen.start_held:
+                return Decision(())
             if state == DomainState.CRASHED:
                 return Decision(
                     (Action.START,),

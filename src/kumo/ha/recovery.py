@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from kumo.model.ha import HAStatus, RecoveryState
 from kumo.scheduler.placement import (
     Chosen,
     Demand,
@@ -99,3 +100,47 @@ def after_failed_start(
     if relocations < max_relocate:
         return AfterFailedStart.RELOCATE
     return AfterFailedStart.ERROR
+
+
+def answer_failed_start(
+    old: HAStatus | None,
+    vm: str,
+    host: str,
+    failure: str,
+    max_restart: int,
+    max_relocate: int,
+    now: float,
+) -> tuple[AfterFailedStart, HAStatus]:
+    """The leader's answer to ``vm``'s start failing on ``host`` with ``failure``, and the HA
+    record that counts it (``old``: the record of the earlier failures, if any). A retry
+    counts against this host; a relocation starts the count again on the next host (the
+    caller chooses it, away from every host in ``tried``); an error keeps the counts."""
+    restarts = old.restarts_here if old else 0
+    relocations = old.relocations if old else 0
+    tried = old.tried if old else ()
+    tried = tried if host in tried else (*tried, host)
+    decision = after_failed_start(restarts, relocations, max_restart, max_relocate)
+    if decision == AfterFailedStart.RETRY:
+        restarts += 1
+        reason = f"{failure}; retrying on {host} ({restarts} of {max_restart})"
+    elif decision == AfterFailedStart.RELOCATE:
+        restarts, relocations = 0, relocations + 1
+        reason = f"{failure}; moving to another host ({relocations} of {max_relocate})"
+    else:
+        reason = (
+            f"{failure}; gave up: {max_restart} restart(s) per host and {max_relocate} "
+            f"relocation(s) used (tried {', '.join(tried)})"
+        )
+    record = HAStatus(
+        vm=vm,
+        state=RecoveryState.ERROR
+        if decision == AfterFailedStart.ERROR
+        else RecoveryState.RECOVERING,
+        reason=reason,
+        since=old.since if old else now,
+        failed_host=old.failed_host if old else host,
+        restarts_here=restarts,
+        relocations=relocations,
+        tried=tried,
+    )
+    return decision, record

@@ -87,6 +87,10 @@ class VMStatus(Frozen):
     state: VMState
     reboot_generation: int = 0
     message: str = ""
+    # The revision of the placement under which the agent's start of the VM failed (0: no
+    # failed start). An HA VM is not started again under that placement: the leader decides
+    # (kumo.server.ha: it places the VM again, on this host to retry or on another one).
+    start_failed: int = 0
     updated_at: float
 
 

@@ -17,6 +17,16 @@ and let a host that came back rejoin (docs/adr/0008-high-availability.md).
 3. **Rejoin.** A fenced host whose agent holds a lease again is unfenced; VMs still placed on
    it (HA ``off`` ones, those that found no room) run there again. Its agent starts nothing
    while the host is fenced, and removes the domains of VMs that now run elsewhere.
+4. **Failed starts** (Proxmox's policy, :func:`kumo.ha.recovery.answer_failed_start`). An HA
+   VM's agent that could not start it reports ``error`` with the placement revision it failed
+   under (``VMStatus.start_failed``) and does not try again by itself. The leader answers:
+   retry there (``max_restart`` times: it writes the placement again, a new revision the
+   agent acts on), then relocate (``max_relocate`` times: the scheduler's rules, away from
+   every host where it failed), then ``error`` with the last failure. Each answer is one
+   transaction conditioned on the failed report, the placement, the HA record and the
+   leader's fence; the counts live in ``/kumo/ha/<vm>`` until the VM runs.
+5. **Failback** (kumo.server.failback): a ``failback`` VM goes back to its preferred host by
+   live migration once that host has been up for the stabilisation period.
 """
 
 from __future__ import annotations
@@ -25,12 +35,20 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from kumo.ha.recovery import Orphan, Restart, Waits, plan_recovery
+from kumo.ha.recovery import (
+    AfterFailedStart,
+    Orphan,
+    Restart,
+    Waits,
+    answer_failed_start,
+    plan_recovery,
+)
 from kumo.model.ha import FencedHost, HAMode, HASettings, HAStatus, RecoveryState
 from kumo.model.host import HostRecord
-from kumo.model.vm import Migration, Placement, Power, VMSpec
+from kumo.model.vm import Migration, Placement, Power, VMSpec, VMState, VMStatus
 from kumo.scheduler.demand import demand
-from kumo.scheduler.placement import Demand
+from kumo.scheduler.placement import Chosen, Demand, NoValidHost, place
+from kumo.server.failback import Failback
 from kumo.server.placement import Placer
 from kumo.server.state import ClusterState
 from kumo.store import keys
@@ -81,6 +99,7 @@ class HAManager:
         self.state = state
         self.placer = placer
         self.gone_since: dict[str, float] = {}  # host -> when this leader first saw it gone
+        self.failback = Failback(state, placer, ACTOR)
 
     def settings(self) -> HASettings:
         entry = self.state.view.get(keys.HA_SETTINGS)
@@ -114,6 +133,9 @@ class HAManager:
             if h in alive:
                 self._unfence(h, rec, rev, fence)
         self.recover(fence)
+        self.answer_failed_starts(fence)
+        self.forget_settled(fence)
+        self.failback.run(now, settings.stabilisation_s, fence)
         return soonest
 
     def _fence(self, host: str, grace_s: float, fence: Fence) -> None:
@@ -273,5 +295,142 @@ class HAManager:
                     )
                 )
             ok = st.commit([*fence.compares, Compare(keys.HA + w.vm, old[1] if old else 0)], ops)
+            if ok is None:
+                fence.check(st.store)
+
+    # -- failed starts --------------------------------------------------------------------
+    def answer_failed_starts(self, fence: Fence = NO_FENCE) -> None:
+        """Answer each HA VM's failed start that is not answered yet (module docstring, 4)."""
+        st = self.state
+        failed = [
+            (v, s, rev)
+            for v, (s, rev) in st.view.models(VMStatus, keys.VMSTATUS).items()
+            if s.state == VMState.ERROR and s.start_failed
+        ]
+        if not failed:
+            return
+        specs = st.view.models(VMSpec, keys.VMS)
+        placements = st.view.models(Placement, keys.PLACEMENT)
+        migrating = st.view.models(Migration, keys.MIGRATIONS)
+        statuses = st.view.models(HAStatus, keys.HA)
+        alive = st.alive()
+        fenced = st.view.models(FencedHost, keys.FENCED)
+        for vm, status, status_rev in sorted(failed, key=lambda f: f[0]):
+            spec = specs[vm][0] if vm in specs else None
+            placed = placements.get(vm)
+            old = statuses.get(vm)
+            if (
+                spec is None
+                or not wants_recovery(spec)
+                or vm in migrating
+                or placed is None
+                or placed[0].host != status.host
+                or placed[1] != status.start_failed  # answered already: placed again since
+                or status.host not in alive
+                or status.host in fenced  # recovery's, then
+                or (old is not None and old[0].state == RecoveryState.ERROR)
+            ):
+                continue
+            self._answer(spec, status, status_rev, placed[1], old, fence)
+
+    def _answer(
+        self,
+        spec: VMSpec,
+        status: VMStatus,
+        status_rev: int,
+        placed_rev: int,
+        old: tuple[HAStatus, int] | None,
+        fence: Fence,
+    ) -> None:
+        st, vm, host = self.state, spec.name, status.host
+        now = st.clock.now()
+        decision, rec = answer_failed_start(
+            old[0] if old else None,
+            vm,
+            host,
+            status.message,
+            spec.ha.max_restart,
+            spec.ha.max_relocate,
+            now,
+        )
+        compares = [
+            *fence.compares,
+            Compare(keys.VMSTATUS + vm, status_rev),
+            Compare(keys.PLACEMENT + vm, placed_rev),
+            Compare(keys.HA + vm, old[1] if old else 0),
+        ]
+        ops: list[Put | Delete] = []
+        target = host
+        if decision == AfterFailedStart.RELOCATE:
+            chosen = self._relocation(spec, rec.tried)
+            if isinstance(chosen, Chosen):
+                target = chosen.host
+                epoch = st.store.get(keys.SCHED_EPOCH)
+                n = int(epoch.value or b"0") + 1 if epoch else 1
+                compares.append(Compare(keys.SCHED_EPOCH, epoch.mod_revision if epoch else 0))
+                ops.append(Put(keys.SCHED_EPOCH, str(n).encode()))
+                rec = rec.model_copy(update={"reason": f"{rec.reason}: placed on {target}"})
+            else:
+                decision = AfterFailedStart.ERROR
+                rec = rec.model_copy(
+                    update={
+                        "state": RecoveryState.ERROR,
+                        "reason": f"{status.message}; gave up: no other host can take it "
+                        f"({chosen})",
+                    }
+                )
+        if decision != AfterFailedStart.ERROR:
+            ops.append(put(keys.PLACEMENT + vm, Placement(host=target, at=now)))
+        action = {"retry": "start-retry", "relocate": "relocated", "error": "error"}[decision]
+        ops += [put(keys.HA + vm, rec), st.event(ACTOR, f"vm/{vm}", action, rec.reason)]
+        if st.commit(compares, ops) is None:
+            fence.check(st.store)  # else: something changed; the next pass looks again
+            return
+        log.warning("vm %s: start failed on %s: %s", vm, host, decision.value)
+
+    def _relocation(self, spec: VMSpec, tried: tuple[str, ...]) -> Chosen | NoValidHost:
+        """Where a VM that failed to start on every host in ``tried`` may run now."""
+        st = self.state
+        fenced = st.view.models(FencedHost, keys.FENCED)
+        hosts = [
+            h if h.name not in fenced else replace(h, up=False)
+            for h in st.sched_hosts()
+            if h.name not in tried
+        ]
+        if not hosts:
+            return NoValidHost(f"it failed to start on every host ({', '.join(tried)})")
+        placed = [p for p in self.placer.placed() if p.demand.name != spec.name]
+        return place(ha_demand(spec), hosts, placed, st.policy)
+
+    def forget_settled(self, fence: Fence = NO_FENCE) -> None:
+        """Remove the HA records that no longer say anything: the VM runs where it failed to
+        start before (the counts start again), or HA no longer wants it running (stopped,
+        HA off, deleted: a later start is a fresh one)."""
+        st = self.state
+        records = st.view.models(HAStatus, keys.HA)
+        if not records:
+            return
+        specs = st.view.models(VMSpec, keys.VMS)
+        placements = st.view.models(Placement, keys.PLACEMENT)
+        statuses = st.view.models(VMStatus, keys.VMSTATUS)
+        for vm, (rec, rev) in sorted(records.items()):
+            spec = specs[vm][0] if vm in specs else None
+            status = statuses[vm][0] if vm in statuses else None
+            placed = placements[vm][0].host if vm in placements else None
+            if spec is None or not wants_recovery(spec):
+                why = "HA no longer runs it (stopped, HA off or deleted)"
+            elif (
+                rec.tried
+                and status is not None
+                and status.state == VMState.RUNNING
+                and status.host == placed
+            ):
+                why = f"runs on {placed} (failed to start before on {', '.join(rec.tried)})"
+            else:
+                continue
+            ok = st.commit(
+                [*fence.compares, Compare(keys.HA + vm, rev)],
+                [Delete(keys.HA + vm), st.event(ACTOR, f"vm/{vm}", "ha-settled", why)],
+            )
             if ok is None:
                 fence.check(st.store)
