@@ -226,6 +226,11 @@ def test_starts_failing_everywhere_end_in_error_and_the_agent_stops_trying() -> 
     assert "gave up" in shown.message
     w.run(20)
     assert (starts_left(w, "a", "h1"), starts_left(w, "a", "h2")) == (47, 47)
+    w.apply(f.KillAgent("h2"))  # a new agent reads the failed start from the store
+    w.run(1)
+    w.apply(f.RestartAgent("h2"))
+    w.run(5)
+    assert starts_left(w, "a", "h2") == 47
     # the operator's stop forgets the error; a start is a fresh one
     w.hosts["h2"].hv.start_failures["a"] = 0
     w.service.power("a", "stop", False, "t")

@@ -1,5 +1,5 @@
 """The HA controller: fence hosts whose lease is gone, recover their HA VMs, unfence hosts
-that came back (kumo.server.ha)."""
+that came back, answer HA VMs' failed starts, move failback VMs home (kumo.server.ha)."""
 
 from __future__ import annotations
 
