@@ -9,7 +9,7 @@ import signal
 import time
 from pathlib import Path
 
-from kumo.agent.watchdog import bite, feed, ha_guests, starving
+from kumo.agent.watchdog import TIMEOUT_S, bite, feed, ha_guests, starving
 from kumo.hypervisor.domain import DiskConfig, DomainConfig, domain_xml
 
 BASE = DomainConfig(
@@ -64,7 +64,7 @@ def test_the_agent_is_silent_once_its_feed_is_older_than_the_timeout(tmp_path: P
     assert not starving(path, time.time())  # never fed: not armed
     feed(path)
     now = path.stat().st_mtime
-    assert not starving(path, now + 3.9)
-    assert starving(path, now + 4.1)
+    assert not starving(path, now + TIMEOUT_S - 0.1)
+    assert starving(path, now + TIMEOUT_S + 0.1)
     os.utime(path, (now + 10, now + 10))
     assert not starving(path, now + 12)

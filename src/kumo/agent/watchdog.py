@@ -11,10 +11,11 @@ none (no softdog), so kumo kills the guests itself.
 
 The timing: the agent renews its lease every second; the leader fences a host no sooner than
 its lease TTL (5 s) after its last renewal plus the grace (2 s). An agent that stops at ``t``
-renewed at ``t - 1`` at worst, so the host is fenced at ``t + 6`` at the soonest; its last feed
-was at ``t - 0.25``; the watchdog kills by ``t + TIMEOUT_S + POLL_S`` = ``t + 4.25``. An agent
-restarted within about four seconds (its new process feeds the watchdog once registered)
-disturbs nothing.
+renewed at ``t - 1.1`` at worst (a renewal's round trip included), so the host is fenced at
+``t + 5.9`` at the soonest; its last feed was at ``t`` at the latest; the watchdog kills by
+``t + TIMEOUT_S + POLL_S`` = ``t + 5.25``. An agent restarted within about five seconds (its
+new process feeds the watchdog once registered, about one second after it starts) disturbs
+nothing.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ log = logging.getLogger("kumo.watchdog")
 
 FEED = Path("/run/kumo/agent.feed")
 QEMU_RUN = Path("/run/libvirt/qemu")
-TIMEOUT_S = 4.0
+TIMEOUT_S = 5.0
 POLL_S = 0.25
 
 

@@ -468,18 +468,29 @@ class LibvirtHypervisor:
             except libvirt.libvirtError:
                 return False
 
+        def wait_job() -> None:
+            """Until the job has looked ended three times in a row (one look may miss it)."""
+            quiet = 0
+            while quiet < 3:
+                quiet = 0 if job_active() else quiet + 1
+                time.sleep(0.2)
+
         # A migration started before this agent restarted is carried on by libvirtd (peer
         # to peer): watch it to its end instead of starting another.
         attach = job_active()
 
         def run() -> None:
             if attach:
-                while job_active():
-                    time.sleep(0.2)
+                wait_job()
                 return
             try:
                 dom.migrateToURI3(target.libvirt_uri, params, flags)
             except libvirt.libvirtError as exc:
+                if "another migration job is already running" in str(exc):
+                    # the earlier agent's job, which the first look did not see (seen in
+                    # the lab under load): watch it to its end as above
+                    wait_job()
+                    return
                 failure.append(exc)
 
         worker = threading.Thread(target=run, name=f"migrate-{name}", daemon=True)
