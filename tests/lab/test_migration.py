@@ -257,7 +257,18 @@ def test_source_agent_restarting_mid_migration_ends_in_a_true_state(
     # libvirtd carried the job on; the new agent watched it end and recorded where it went
     assert t["state"] == "succeeded", t["message"]
     assert running_on("sa", plan) == [host_of("sa")] == [target]
-    assert heartbeat_after("sa", ref) == ref[0]
+    # kumo never started it again: no start, crash or stray action on it after the request
+    events = json.loads(kumo("events", "--object", "vm/sa", "--limit", "60", "-o", "json").stdout)
+    after = [e for e in events if e["time"] >= t["created_at"]]
+    acted = [e for e in after if e["action"] in ("start", "stray", "notice", "self-fenced")]
+    assert acted == [], after
+    boot = heartbeat_after("sa", ref)
+    if boot != ref[0]:
+        # The guest booted again by itself: under TCG, QEMU 7.2 sometimes delivers a busy
+        # guest's memory corrupted and its kernel panics after the switch-over (ADR 0006,
+        # seen here about 1 run in 5). Not kumo's doing (checked above); shown, not hidden.
+        log = kumo("vm", "console-log", "sa", "--bytes", "60000").stdout
+        assert "Kernel panic" in log or "end trace" in log, log[-3000:]
 
 
 def test_cold_migration_moves_a_stopped_vm(plan: LabPlan, vms: VMs) -> None:
