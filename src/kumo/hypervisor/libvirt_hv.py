@@ -533,16 +533,26 @@ class LibvirtHypervisor:
             raise MigrationCancelled(aborted)
         # The source domain is gone (undefined): the completed job's statistics, with the real
         # downtime, are kept by the destination's libvirtd.
+        arrived = True
         try:
             dest = libvirt.open(target.libvirt_uri)
             try:
-                stats = dest.lookupByName(name).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+                there = dest.lookupByName(name)
+                arrived = bool(there.isActive())
+                stats = there.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
             finally:
                 dest.close()
-            if stats and "memory_total" in stats:
+            if arrived and stats and "memory_total" in stats:
                 return _progress(stats, completed=True).model_copy(update={"postcopy": postcopy})
-        except libvirt.libvirtError:
-            pass
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                arrived = False
+        if not arrived:
+            # a job watched after a restart (or one that ended oddly) that did not move it
+            raise HypervisorError(
+                f"libvirt on {self.host}: migrate {name}: the job ended and {name} is not "
+                f"running on {target.host}"
+            )
         if postcopy:
             # libvirt keeps no statistics of a job that ended in post-copy: the last sample,
             # with the time it took; the pause itself is not measured.
