@@ -300,7 +300,9 @@ def run(
 ) -> dict[str, Any]:
     vm = f"b-{workload}-{method}"
     create = ["vm", "create", vm, "--image", "testguest", "--memory", str(MEMORY_MIB)]
-    create += ["--host", "h1"]
+    # HA off: the virsh rows stop kumo's agents for the whole move, and the hosts' watchdogs
+    # would (rightly) kill an HA guest whose agent is silent that long
+    create += ["--host", "h1", "--ha", "off"]
     if workload == "busy":
         create += ["--runcmd", f"dirty 64 {args.pages_per_s}"]
     kumo(*create, "--wait")
