@@ -14,6 +14,7 @@ import pytest
 
 from kumo.lab import lab as lab_mod
 from kumo.lab.guest import GuestImage, build_guest
+from kumo.lab.plan import LabPlan
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -43,6 +44,18 @@ def kumo(*args: str, check: bool = True, timeout: float = 300) -> subprocess.Com
 @pytest.fixture(scope="session")
 def guest_image() -> GuestImage:
     return build_guest()
+
+
+@pytest.fixture(scope="module")
+def plan(guest_image: GuestImage) -> Iterator[LabPlan]:
+    """A 3-host lab for one test module (each module that asks gets its own, and leaves none)."""
+    kumo("lab", "down")
+    try:
+        kumo("lab", "up", "--hosts", "3")
+        yield lab_mod.current_plan()
+    finally:
+        kumo("lab", "down", check=False)
+    assert lab_mod.leftovers() == []
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,9 @@ import os
 import re
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from kumo.lab import control_plane, services
 from kumo.lab import lab as lab_mod
@@ -28,17 +26,6 @@ from tests.lab.conftest import VMs, heartbeat_after, kumo, last_heartbeat
 
 BOOT = re.compile(r"KUMO-GUEST boot=(\S+) n=(\d+)")
 DISKS = STATE_DIR / "nas1" / "export" / "vms"
-
-
-@pytest.fixture(scope="module")
-def plan(guest_image: object) -> Iterator[LabPlan]:
-    kumo("lab", "down")
-    try:
-        kumo("lab", "up", "--hosts", "3")
-        yield lab_mod.current_plan()
-    finally:
-        kumo("lab", "down", check=False)
-    assert lab_mod.leftovers() == []
 
 
 def vm_json(name: str | None = None) -> list[dict[str, object]]:

@@ -8,26 +8,11 @@ import itertools
 import json
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
-from kumo.lab import lab as lab_mod
 from kumo.lab.namespaces import STATE_DIR
 from kumo.lab.plan import LabPlan
 from tests.lab.conftest import HttpPoller, VMs, heartbeat_after, kumo, last_heartbeat
-
-
-@pytest.fixture(scope="module")
-def plan(guest_image: object) -> Iterator[LabPlan]:
-    kumo("lab", "down")
-    try:
-        kumo("lab", "up", "--hosts", "3")
-        yield lab_mod.current_plan()
-    finally:
-        kumo("lab", "down", check=False)
-    assert lab_mod.leftovers() == []
 
 
 def console(vm: str) -> str:

@@ -125,7 +125,7 @@ class Agent:
         self.migrator = Migrator(self)
         self.secret = ""  # the agent secret as last read: peers are asked even without etcd
         self.peer_addrs: dict[str, tuple[str, int]] = {}  # other hosts' agents
-        self.peers_read = -PEERS_EVERY_S  # when they were last read (monotonic)
+        self.peers_read = float("-inf")  # when a pass last read them (monotonic)
         self.self_fence = SelfFence(config.host, self.keeper, hv, clock, self._ask_peer)
 
     # -- liveness --------------------------------------------------------------------
@@ -190,8 +190,7 @@ class Agent:
             ],
         )
         self.token = rev or 0
-        self._learn_peers()
-        self.peers_read = -PEERS_EVERY_S  # and again at the first pass: hosts register together
+        self._learn_peers()  # again at the first pass and then often: hosts register together
         self._report_self_fence()
         self._update_cluster_cpu()
 
@@ -278,7 +277,6 @@ class Agent:
             n: (r.address, r.agent_port) for n, (r, _) in hosts.items() if n != self.config.host
         }
         self.self_fence.peers = tuple(sorted(self.peer_addrs))
-        self.peers_read = self.clock.monotonic()
         secret = self.store.get(keys.AGENT_SECRET)
         if secret is not None:
             self.secret = secret.value.decode()
@@ -318,7 +316,6 @@ class Agent:
 
     def refresh_host(self) -> None:
         """Update the host record when the pools or networks it reaches changed."""
-        self._learn_peers()
         current = load(self.store, HostRecord, keys.HOSTS + self.config.host)
         if current is None:
             return
@@ -421,6 +418,7 @@ class Agent:
         self._report_self_fence()
         if self.clock.monotonic() - self.peers_read > PEERS_EVERY_S:
             self._learn_peers()
+            self.peers_read = self.clock.monotonic()
         if self.store.get(keys.FENCED + self.config.host) is not None:
             self._while_fenced()
             return

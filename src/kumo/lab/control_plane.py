@@ -97,26 +97,24 @@ def start_watchdog(host: Node) -> None:
     )
 
 
-def watchdog_running(host: Node) -> bool:
+def _kumo_running(host: Node, command: bytes) -> bool:
+    """Whether a ``kumo <command>`` process runs in the host."""
     for pid in pids_in_netns(host.netns):
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"kumo" in cmd and b"watchdog" in cmd:
+        if b"kumo" in cmd and command in cmd:
             return True
     return False
+
+
+def watchdog_running(host: Node) -> bool:
+    return _kumo_running(host, b"watchdog")
 
 
 def agent_running(host: Node) -> bool:
-    for pid in pids_in_netns(host.netns):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"kumo" in cmd and b"agent" in cmd:
-            return True
-    return False
+    return _kumo_running(host, b"agent")
 
 
 def write_client_config(plan: LabPlan) -> str:

@@ -74,19 +74,8 @@ def ha_demand(spec: VMSpec) -> Demand:
     """What a VM asks of a host when HA places it: the scheduler's demand, its HA hosts and
     preferred host, and no pin (``--host`` says where to create it; ``ha.hosts`` says where
     it may run again)."""
-    d = demand(spec)
-    return Demand(
-        name=d.name,
-        vcpus=d.vcpus,
-        memory_mib=d.memory_mib,
-        pool=d.pool,
-        networks=d.networks,
-        affinity=d.affinity,
-        anti_affinity=d.anti_affinity,
-        cpu_model=d.cpu_model,
-        cpu_features=d.cpu_features,
-        allowed=frozenset(spec.ha.hosts),
-        preferred=spec.ha.preferred,
+    return replace(
+        demand(spec), pin=None, allowed=frozenset(spec.ha.hosts), preferred=spec.ha.preferred
     )
 
 
