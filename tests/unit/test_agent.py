@@ -430,3 +430,31 @@ def test_a_stray_is_claimed_only_while_no_migration_of_it_began() -> None:
     w.agent.run_once()
     assert w.states() == [DomainState.RUNNING]  # the claim was refused: nothing removed
     assert w.events("stray") == [] and w.events("stray-removed") == []
+
+
+
+
+def test_a_host_starts_the_vms_it_takes_over_side_by_side() -> None:
+    """A host given a dead host's VMs starts them at once, not one after the other: each
+    start here waits for a second one to begin (a barrier), which a serial pass never does."""
+    import dataclasses
+    import threading
+
+    w = World()
+    w.agent.config = dataclasses.replace(w.agent.config, threaded=True, workers=4)
+    barrier = threading.Barrier(2, timeout=5)
+    real_start = w.hv.start
+
+    def start(name: str) -> None:
+        barrier.wait()  # BrokenBarrierError if no other start comes within 5 s
+        real_start(name)
+
+    w.hv.start = start  # type: ignore[method-assign]
+    for name in ("a1", "a2"):
+        w.submit(w.spec(name))
+    w.agent.run_once()
+    assert sorted(d.name for d in w.hv.domains() if d.state == DomainState.RUNNING) == [
+        "a1",
+        "a2",
+    ]
+    assert w.status("a1").state == w.status("a2").state == VMState.RUNNING
