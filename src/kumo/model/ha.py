@@ -76,3 +76,9 @@ class HASettings(Frozen):
     lease_ttl_s: int = Field(default=5, ge=2, le=120)  # the agents' lease
     grace_s: float = Field(default=2.0, ge=0, le=600)  # after the lease expired, before fencing
     stabilisation_s: float = Field(default=60.0, ge=0, le=86_400)  # before failback
+    # network paths (agent/paths.py): each target pinged every ``path_interval_s``; a path is
+    # down after ``path_misses`` unanswered pings in a row, up again after ``path_up_s`` of
+    # answers (dampening: a link flapping faster moves nothing twice)
+    path_interval_s: float = Field(default=1.0, gt=0, le=60)
+    path_misses: int = Field(default=3, ge=1, le=100)
+    path_up_s: float = Field(default=5.0, ge=0, le=3600)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from kumo.model.common import Frozen, Name
 from kumo.model.cpu import CPUDef
@@ -38,12 +39,67 @@ class HostState(StrEnum):
     UP = "up"
     DOWN = "down"  # no live agent lease
     FENCED = "fenced"  # no live agent lease, and known off (``/kumo/fenced/<host>``)
+    # up, but a network path is down while most other hosts have it (``/kumo/degraded/``):
+    # unschedulable; its HA VMs are moved away when the lost path is the public one
+    DEGRADED = "degraded"
+
+
+class NetPath(StrEnum):
+    PUBLIC = "public"  # the guests' network: its router (Network.gateway)
+    STORAGE = "storage"  # the cluster network: the NAS (Pool.nas), etcd, migrations
+
+
+class PathState(StrEnum):
+    UP = "up"
+    DOWN = "down"
+    UNKNOWN = "unknown"  # no target to ping, or not judged yet since the agent started
+
+
+class PathStatus(Frozen):
+    state: PathState = PathState.UNKNOWN
+    targets: tuple[str, ...] = ()  # the addresses pinged
+    since: float = 0.0  # wall clock: when the agent judged the path to be in this state
+    detail: str = ""  # what was last seen, e.g. "198.18.0.1: 3 pings unanswered"
+
+
+class HostPaths(Frozen):
+    """``/kumo/paths/<host>``: the host's network paths as its agent sees them (bound to the
+    agent's lease: a dead host reports nothing)."""
+
+    host: Name
+    public: PathStatus = PathStatus()
+    storage: PathStatus = PathStatus()
+    at: float = 0.0
+
+    def path(self, net: NetPath) -> PathStatus:
+        return self.public if net == NetPath.PUBLIC else self.storage
+
+
+class Degraded(Frozen):
+    """``/kumo/degraded/<host>``: the leader found a path of the host down while most other
+    up hosts have it. Removed when the path has been up again for the stabilisation."""
+
+    host: Name
+    path: NetPath
+    since: float  # when the agent saw the path go down (wall clock)
+    reason: str
+    at: float  # when the leader marked the host
 
 
 class Pool(Frozen):
     name: Name
     kind: Literal["shared-dir", "local-dir"]
     path: str = Field(pattern=r"^/[^\x00]*$")
+    # the NAS's addresses on the storage network: each host's agent pings them (its storage
+    # path, agent/paths.py); () = the storage path is not monitored
+    nas: tuple[str, ...] = ()
+
+    @field_validator("nas")
+    @classmethod
+    def _addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for a in value:
+            ipaddress.ip_address(a)  # ValueError names the address
+        return value
 
 
 class PoolIdentity(Frozen):
@@ -60,6 +116,20 @@ class Network(Frozen):
     name: Name
     kind: Literal["bridge"] = "bridge"
     bridge: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,15}$")
+    cidr: str | None = None  # the network's subnet, e.g. 198.18.0.0/24
+    # its router: each host's agent pings it (its public path, agent/paths.py); inside cidr
+    gateway: str | None = None
+
+    @model_validator(mode="after")
+    def _gateway_inside(self) -> Network:
+        net = ipaddress.ip_network(self.cidr, strict=False) if self.cidr else None
+        if self.gateway is not None:
+            gw = ipaddress.ip_address(self.gateway)
+            if net is None:
+                raise ValueError("gateway needs the network's cidr")
+            if gw not in net:
+                raise ValueError(f"gateway {gw} is outside the network's cidr {net}")
+        return self
 
 
 class Image(Frozen):

@@ -15,6 +15,10 @@
                                                  --confirm`); the leader removes it when the host
                                                  holds a lease again. Its mod revision fences
                                                  every recovery of the host's VMs
+/kumo/paths/<host>        HostPaths             agent, bound to its lease: its public and storage
+                                                 paths (agent/paths.py)
+/kumo/degraded/<host>     Degraded              leader: a path of the host is down while most
+                                                 other up hosts have it (server/netpaths.py)
 /kumo/ha/<vm>             HAStatus              leader: a VM HA is recovering (absent otherwise)
 /kumo/pools/<pool>, /kumo/networks/<net>, /kumo/images/<image>    API
 /kumo/pool-ids/<pool>     PoolIdentity          the first agent to see the shared pool (create once)
@@ -43,6 +47,8 @@ MIGRATIONS = ROOT + "migrations/"
 MAINTENANCE = ROOT + "maintenance/"
 FENCED = ROOT + "fenced/"
 HA = ROOT + "ha/"
+PATHS = ROOT + "paths/"
+DEGRADED = ROOT + "degraded/"
 POOLS = ROOT + "pools/"
 POOL_IDS = ROOT + "pool-ids/"
 NETWORKS = ROOT + "networks/"
