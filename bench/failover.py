@@ -45,13 +45,19 @@ RESULTS = Path(__file__).parent / "results" / "failover.json"
 
 
 def kumo(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    proc = subprocess.run(
         [sys.executable, "-m", "kumo", *args],
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
         timeout=timeout,
     )
+    if proc.returncode != 0:
+        raise SystemExit(
+            f"failover bench: kumo {' '.join(args)} exited {proc.returncode}: "
+            f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+        )
+    return proc
 
 
 class Api:
