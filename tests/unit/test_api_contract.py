@@ -8,6 +8,7 @@ Bounded and reproducible: 25 examples an operation, derandomized, no example dat
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from typing import Any
 
@@ -119,6 +120,26 @@ def preferred_rule(_ctx: schemathesis.HookContext, case: Case[Any]) -> bool:
         return True
     hosts, preferred = policy.get("hosts"), policy.get("preferred")
     return not (isinstance(hosts, list) and isinstance(preferred, str) and preferred not in hosts)
+
+
+@schema.hook("filter_case")
+def gateway_rule(_ctx: schemathesis.HookContext, case: Case[Any]) -> bool:
+    """A network's ``gateway`` needs its ``cidr`` and must be inside it, a rule no JSON schema
+    states (the field's description does; test_api_errors checks the 422)."""
+    if (case.method, case.path) != ("POST", "/api/v1/networks"):
+        return True
+    if case.meta is None or not case.meta.generation.mode.is_positive:
+        return True
+    body = case.body if isinstance(case.body, dict) else {}
+    gateway, cidr = body.get("gateway"), body.get("cidr")
+    if not isinstance(gateway, str):
+        return True
+    if not isinstance(cidr, str):
+        return False
+    try:
+        return ipaddress.ip_address(gateway) in ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        return True
 
 
 @schema.parametrize()

@@ -309,3 +309,34 @@ def test_the_vm_state_is_an_enum_of_every_state_the_view_shows(api: Api) -> None
     assert set(state["enum"]) == {s.value for s in VMState} | {"pending", "unplaced"}
     assert {"unknown", "pending", "unplaced"} <= set(state["enum"])
     assert api.client.get("/api/v1/vms/web1").json()["state"] == "pending"  # placed, unreported
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "says"),
+    [
+        ({"cidr": "198.18.0.0/24", "gateway": "10.0.0.1"}, "gateway", "outside the network"),
+        ({"gateway": "198.18.0.1"}, "gateway", "needs the network's cidr"),
+        ({"cidr": "198.18.0.0/24", "gateway": "router"}, "gateway", "not an IPv4 or IPv6"),
+        ({"cidr": "198.18.0.0/33"}, "cidr", "pattern"),
+    ],
+)
+def test_a_ping_target_outside_its_network_is_422_naming_the_field(
+    api: Api, body: dict[str, str], field: str, says: str
+) -> None:
+    r = api.client.post("/api/v1/networks", json={"name": "n2", "bridge": "br1", **body})
+    assert _fields(r) == [field]
+    assert says in r.json()["detail"]
+    assert api.client.get("/api/v1/networks").json()[-1]["name"] != "n2"  # nothing written
+
+
+def test_a_network_and_a_pool_keep_their_ping_targets(api: Api) -> None:
+    r = api.client.post(
+        "/api/v1/networks",
+        json={"name": "n2", "bridge": "br1", "cidr": "10.1.0.7/24", "gateway": "10.1.0.1"},
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["cidr"] == "10.1.0.0/24" and r.json()["gateway"] == "10.1.0.1"
+    r = api.client.post("/api/v1/pools", json={"name": "p2", "path": "/p", "nas": ["x"]})
+    assert _fields(r) == ["nas.0"]
+    r = api.client.post("/api/v1/pools", json={"name": "p2", "path": "/p", "nas": ["10.2.0.5"]})
+    assert r.status_code == 201 and r.json()["nas"] == ["10.2.0.5"]

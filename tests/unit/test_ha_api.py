@@ -341,6 +341,9 @@ def test_ha_settings_change_the_grace_not_the_ttl(api: tuple[TestClient, MemoryS
         "lease_ttl_s": 5,
         "grace_s": 2.0,
         "stabilisation_s": 60.0,
+        "path_interval_s": 1.0,
+        "path_misses": 3,
+        "path_up_s": 5.0,
     }
     r = client.put(f"{API}/ha/settings", json={"grace_s": 3, "stabilisation_s": 120.5})
     assert r.status_code == 200, r.text
@@ -348,12 +351,17 @@ def test_ha_settings_change_the_grace_not_the_ttl(api: tuple[TestClient, MemoryS
         "lease_ttl_s": 5,
         "grace_s": 3.0,
         "stabilisation_s": 120.5,
+        "path_interval_s": 1.0,
+        "path_misses": 3,
+        "path_up_s": 5.0,
     }
     events = client.get(f"{API}/events", params={"object": "cluster/ha"}).json()
     assert events[-1]["action"] == "settings"
     rev = store.revision()
     for body, field in (
         ({"grace_s": -1}, "grace_s"),
+        ({"path_interval_s": -1}, "path_interval_s"),  # a negative period
+        ({"path_misses": 0}, "path_misses"),
         ({"stabilisation_s": "60"}, "stabilisation_s"),
         ({"lease_ttl_s": 10}, "lease_ttl_s"),
     ):

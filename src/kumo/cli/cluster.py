@@ -85,6 +85,8 @@ HOST_COLS = [
     "vms",
     "vcpus_used",
     "memory_used_mib",
+    "paths",
+    "reason",
 ]
 VM_COLS = ["name", "state", "host", "vcpus", "memory_mib", "disk_gib", "image", "message"]
 TASK_COLS = ["id", "kind", "target", "state", "progress", "message", "actor", "created_at"]
@@ -92,8 +94,24 @@ TASK_COLS = ["id", "kind", "target", "state", "progress", "message", "actor", "c
 
 @host_app.command("list")
 def host_list(url: UrlOpt = None, token: TokenOpt = None, output: JsonOpt = "table") -> None:
-    """List hosts with their state and usage."""
-    _emit(_call(_client(url, token), "GET", "/hosts"), output, HOST_COLS)
+    """List hosts with their state, usage, network paths and why a host is not up."""
+    data = _call(_client(url, token), "GET", "/hosts")
+    _emit(data if output == "json" else [_host_row(h) for h in data], output, HOST_COLS)
+
+
+def _host_row(h: dict[str, Any]) -> dict[str, Any]:
+    """A host as a table row: its paths in short ("public up, storage down") and the reason
+    it is fenced, degraded or in maintenance."""
+    paths = h.get("paths") or {}
+    shown = [f"{net} {paths[net]['state']}" for net in ("public", "storage") if net in paths]
+    reason = ""
+    if h.get("fenced"):
+        reason = f"fenced: {h['fenced']['reason']}"
+    elif h.get("degraded"):
+        reason = f"degraded: {h['degraded']['reason']}"
+    elif h.get("maintenance"):
+        reason = f"{h['maintenance']}: {h.get('maintenance_message', '')}".rstrip(": ")
+    return {**h, "paths": ", ".join(shown) or None, "reason": reason or None}
 
 
 @host_app.command("show")
@@ -106,6 +124,7 @@ def host_show(
         _emit(data, output, [])
         return
     rec = data.pop("record")
+    data = _host_row(data)
     data.update(
         {k: rec[k] for k in ("libvirt_version", "qemu_version", "domain_type", "pools", "networks")}
     )
@@ -460,7 +479,7 @@ def image_import(
 @pool_app.command("list")
 def pool_list(url: UrlOpt = None, token: TokenOpt = None, output: JsonOpt = "table") -> None:
     """List storage pools."""
-    _emit(_call(_client(url, token), "GET", "/pools"), output, ["name", "kind", "path"])
+    _emit(_call(_client(url, token), "GET", "/pools"), output, ["name", "kind", "path", "nas"])
 
 
 @pool_app.command("create")
@@ -468,26 +487,47 @@ def pool_create(
     name: str,
     path: Annotated[str, typer.Option()],
     kind: Annotated[str, typer.Option(help="shared-dir or local-dir")] = "shared-dir",
+    nas: Annotated[
+        str,
+        typer.Option(help="the NAS's addresses, comma-separated: every host pings them"),
+    ] = "",
     url: UrlOpt = None,
     token: TokenOpt = None,
 ) -> None:
     """Define a directory pool (shared: the same directory mounted on every host)."""
-    _call(_client(url, token), "POST", "/pools", json={"name": name, "path": path, "kind": kind})
+    body = {"name": name, "path": path, "kind": kind, "nas": [a for a in nas.split(",") if a]}
+    _call(_client(url, token), "POST", "/pools", json=body)
     out.print(f"pool {name}: defined", highlight=False)
 
 
 @network_app.command("list")
 def network_list(url: UrlOpt = None, token: TokenOpt = None, output: JsonOpt = "table") -> None:
     """List networks."""
-    _emit(_call(_client(url, token), "GET", "/networks"), output, ["name", "kind", "bridge"])
+    _emit(
+        _call(_client(url, token), "GET", "/networks"),
+        output,
+        ["name", "kind", "bridge", "cidr", "gateway"],
+    )
 
 
 @network_app.command("create")
 def network_create(
-    name: str, bridge: Annotated[str, typer.Option()], url: UrlOpt = None, token: TokenOpt = None
+    name: str,
+    bridge: Annotated[str, typer.Option()],
+    cidr: Annotated[str | None, typer.Option(help="its subnet, e.g. 198.18.0.0/24")] = None,
+    gateway: Annotated[
+        str | None, typer.Option(help="its router, inside --cidr: every host pings it")
+    ] = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """Define a bridged network (the bridge exists on the hosts that reach it)."""
-    _call(_client(url, token), "POST", "/networks", json={"name": name, "bridge": bridge})
+    body: dict[str, object] = {"name": name, "bridge": bridge}
+    if cidr is not None:
+        body["cidr"] = cidr
+    if gateway is not None:
+        body["gateway"] = gateway
+    _call(_client(url, token), "POST", "/networks", json=body)
     out.print(f"network {name}: defined", highlight=False)
 
 

@@ -147,6 +147,15 @@ def ha_settings(
     stabilisation: Annotated[
         float | None, typer.Option(help="s a host is up before failback VMs return to it")
     ] = None,
+    path_interval: Annotated[
+        float | None, typer.Option(help="s between pings of the router and the NAS")
+    ] = None,
+    path_misses: Annotated[
+        int | None, typer.Option(help="unanswered pings in a row before a path is down")
+    ] = None,
+    path_up: Annotated[
+        float | None, typer.Option(help="s of answers before a path is up again")
+    ] = None,
     url: UrlOpt = None,
     token: TokenOpt = None,
     output: JsonOpt = "table",
@@ -155,11 +164,15 @@ def ha_settings(
     they start (changing it means restarting every agent)."""
     c = _client(url, token)
     data = _call(c, "GET", "/ha/settings")
-    if grace is not None or stabilisation is not None:
-        body = {
-            "grace_s": data["grace_s"] if grace is None else grace,
-            "stabilisation_s": data["stabilisation_s"] if stabilisation is None else stabilisation,
-        }
+    asked = {
+        "grace_s": grace,
+        "stabilisation_s": stabilisation,
+        "path_interval_s": path_interval,
+        "path_misses": path_misses,
+        "path_up_s": path_up,
+    }
+    if any(v is not None for v in asked.values()):
+        body = {k: data[k] if v is None else v for k, v in asked.items()}
         data = _call(c, "PUT", "/ha/settings", json=body)
     if output == "json":
         _emit(data, output, [])
@@ -167,3 +180,7 @@ def ha_settings(
     out.print(f"lease TTL      {data['lease_ttl_s']} s (fixed when the agents start)")
     out.print(f"grace          {data['grace_s']:g} s (after a lease expired, before fencing)")
     out.print(f"stabilisation  {data['stabilisation_s']:g} s (up this long before failback)")
+    out.print(
+        f"paths          ping every {data['path_interval_s']:g} s; down after "
+        f"{data['path_misses']} misses, up after {data['path_up_s']:g} s of answers"
+    )

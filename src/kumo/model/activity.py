@@ -53,6 +53,8 @@ class Task(Frozen):
     progress: float = Field(default=0.0, ge=0.0, le=1.0)
     message: str = ""
     actor: str
+    # why it was asked, when kumo asked it itself ("public path of h2 down since …")
+    reason: str = ""
     created_at: float
     updated_at: float
     migration: MigrationProgress | None = None

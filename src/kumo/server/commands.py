@@ -285,6 +285,9 @@ class Commands:
             lease_ttl_s=current[0].lease_ttl_s if current else HASettings().lease_ttl_s,
             grace_s=float(change.grace_s),
             stabilisation_s=float(change.stabilisation_s),
+            path_interval_s=float(change.path_interval_s),
+            path_misses=change.path_misses,
+            path_up_s=float(change.path_up_s),
         )
         ok = st.commit(
             [Compare(keys.HA_SETTINGS, found.mod_revision if found else 0)],
@@ -311,12 +314,12 @@ class Commands:
             raise Conflict(f"name: {kind} {model.name} already exists", "name")
 
     def create_pool(self, req: PoolCreate, actor: str) -> Pool:
-        pool = Pool(name=req.name, kind=req.kind, path=req.path)
+        pool = Pool(name=req.name, kind=req.kind, path=req.path, nas=tuple(req.nas))
         self._create(keys.POOLS + req.name, pool, "pool", actor)
         return pool
 
     def create_network(self, req: NetworkCreate, actor: str) -> Network:
-        net = Network(name=req.name, bridge=req.bridge)
+        net = Network(name=req.name, bridge=req.bridge, cidr=req.cidr, gateway=req.gateway)
         self._create(keys.NETWORKS + req.name, net, "network", actor)
         return net
 

@@ -141,10 +141,12 @@ class Migrations:
         cold: bool = False,
         override: MigrationOverride | None = None,
         fence: Fence = NO_FENCE,
+        reason: str = "",
     ) -> Task:
         """Ask the VM's host to move it to ``to`` (or the scheduler's choice): live, or
         ``cold`` for a stopped VM. Runs at once, or queues while the limits are reached.
-        ``fence``: the leader's, when its maintenance controller asks."""
+        ``fence``: the leader's, when its maintenance controller asks; ``reason``: why,
+        when kumo asks itself (kept in the task and the event)."""
         if override is not None:
             _alone(override, "policy.")
         st, view = self.state, self.state.view
@@ -196,6 +198,8 @@ class Migrations:
         beneath = effective(settings.policy, spec.migration)
         policy = _over(beneath, override, "the cluster's and the VM's policy", "policy.")
         task = st.new_task("vm.migrate", f"vm/{name}", actor)
+        if reason:
+            task = task.model_copy(update={"reason": reason})
         running = [m for m, _ in view.models(Migration, keys.MIGRATIONS).values()]
         wait = _slots(
             [m for m in running if m.state == MigrationState.RUNNING], settings, source, result.host
@@ -229,7 +233,8 @@ class Migrations:
                     "migrate",
                     f"{m.mode} {source} -> {result.host} ({task.id})"
                     + (", copying the disk" if local else "")
-                    + (f", queued: {wait}" if wait else ""),
+                    + (f", queued: {wait}" if wait else "")
+                    + (f": {reason}" if reason else ""),
                 ),
             ],
         )

@@ -9,7 +9,16 @@ import dataclasses
 from kumo.ha.recovery import Orphan, Restart, plan_recovery
 from kumo.model.activity import Event, Task
 from kumo.model.ha import FencedHost, HAMode, HASettings, HAStatus
-from kumo.model.host import HostRecord, HostState, Image, Maintenance, Network, Pool
+from kumo.model.host import (
+    Degraded,
+    HostPaths,
+    HostRecord,
+    HostState,
+    Image,
+    Maintenance,
+    Network,
+    Pool,
+)
 from kumo.model.vm import Migration, Placement, VMSpec, VMState, VMStatus
 from kumo.scheduler.demand import demand
 from kumo.scheduler.placement import Placed
@@ -106,15 +115,19 @@ class Queries:
         placements = view.models(Placement, keys.PLACEMENT)
         maint = view.models(Maintenance, keys.MAINTENANCE)
         fenced = view.models(FencedHost, keys.FENCED)
+        degraded = view.models(Degraded, keys.DEGRADED)
+        paths = view.models(HostPaths, keys.PATHS)
         views = []
         for name, (rec, _) in sorted(records.items()):
             on = [specs[v][0] for v, (p, _) in placements.items() if p.host == name and v in specs]
             views.append(
                 HostView(
                     name=name,
-                    state=_host_state(name in alive, name in fenced),
+                    state=_host_state(name in alive, name in fenced, name in degraded),
                     fenced=fenced[name][0] if name in fenced else None,
-                    schedulable=rec.schedulable and name not in maint,
+                    degraded=degraded[name][0] if name in degraded else None,
+                    paths=paths[name][0] if name in paths and name in alive else None,
+                    schedulable=rec.schedulable and name not in maint and name not in degraded,
                     maintenance=maint[name][0].state.value if name in maint else None,
                     maintenance_message=maint[name][0].message if name in maint else "",
                     address=rec.address,
@@ -219,10 +232,11 @@ class Queries:
         placements = {v: p for v, (p, _) in view.models(Placement, keys.PLACEMENT).items()}
         statuses = {v: s for v, (s, _) in view.models(VMStatus, keys.VMSTATUS).items()}
         recovering = {v: r for v, (r, _) in view.models(HAStatus, keys.HA).items()}
+        degraded = {e.key[len(keys.DEGRADED) :] for e in view.range(keys.DEGRADED)}
         hosts = [
             HAHostView(
                 name=name,
-                state=_host_state(name in alive, name in fenced),
+                state=_host_state(name in alive, name in fenced, name in degraded),
                 lease=name in alive,
                 fenced=fenced.get(name),
                 vms=sorted(v for v, p in placements.items() if p.host == name and v in specs),
@@ -301,9 +315,10 @@ class Queries:
         return HAPlan(failed=sorted(failed), restart=restart, waits=waits, not_recovered=left)
 
 
-def _host_state(alive: bool, fenced: bool) -> HostState:
+def _host_state(alive: bool, fenced: bool, degraded: bool = False) -> HostState:
     """Up while its agent holds a lease (a fenced host whose agent came back is up: the
-    leader unfences it); else fenced when known off, else down."""
+    leader unfences it), degraded when the leader found one of its network paths down;
+    else fenced when known off, else down."""
     if alive:
-        return HostState.UP
+        return HostState.DEGRADED if degraded else HostState.UP
     return HostState.FENCED if fenced else HostState.DOWN

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
 
 from kumo.model.activity import Event, Task
 from kumo.model.common import Name
 from kumo.model.cpu import CLUSTER_DEFAULT
 from kumo.model.ha import FencedHost, HAMode, HAStatus
-from kumo.model.host import HostRecord, HostState
+from kumo.model.host import Degraded, HostPaths, HostRecord, HostState
 from kumo.model.migration import MigrationOverride
 from kumo.model.vm import CPU_MODEL_PATTERN, BootDevice, Power, VMSpec, VMState, VMStatus
 
@@ -223,6 +232,8 @@ class HostView(BaseModel):
     fenced: FencedHost | None = None
     maintenance: str | None = None  # draining | maintenance
     maintenance_message: str = ""
+    degraded: Degraded | None = None  # a network path down while most other hosts have it
+    paths: HostPaths | None = None  # its public and storage paths, as its agent reports them
     schedulable: bool
     address: str
     cpus: int
@@ -233,15 +244,69 @@ class HostView(BaseModel):
     record: HostRecord
 
 
+def _address(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv4 or IPv6 address") from None
+
+
+Address = Annotated[
+    str,
+    AfterValidator(_address),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string", "format": "ipv4"}, {"type": "string", "format": "ipv6"}],
+            "description": "an IPv4 or IPv6 address",
+        }
+    ),
+]
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+CIDR_PATTERN = rf"^({_OCTET}\.){{3}}{_OCTET}/(3[0-2]|[12]?[0-9])$"
+
+
 class PoolCreate(Body):
     name: Name
     kind: Literal["shared-dir", "local-dir"] = "shared-dir"
     path: str = Field(pattern=r"^/[^\x00]*$")
+    # the NAS's addresses on the storage network: every host pings them (its storage path)
+    nas: list[Address] = Field(default_factory=list, max_length=8)
 
 
 class NetworkCreate(Body):
     name: Name
     bridge: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,15}$")
+    cidr: str | None = Field(
+        default=None,
+        pattern=CIDR_PATTERN,
+        description="the IPv4 subnet, e.g. 198.18.0.0/24 (host bits are dropped)",
+    )
+    gateway: Address | None = Field(
+        default=None,
+        description="the router, inside `cidr` (which it needs): every host pings it",
+    )
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return str(ipaddress.ip_network(value, strict=False))
+        except ValueError:
+            raise ValueError(f"{value!r} is not a subnet like 198.18.0.0/24") from None
+
+    @field_validator("gateway")
+    @classmethod
+    def _gateway_inside(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        cidr = info.data.get("cidr")
+        if cidr is None:
+            raise ValueError("a gateway needs the network's cidr (and must be inside it)")
+        if ipaddress.ip_address(value) not in ipaddress.ip_network(cidr):
+            raise ValueError(f"{value} is outside the network's cidr {cidr}")
+        return value
 
 
 class ImageImport(Body):
@@ -274,7 +339,7 @@ class HostFence(Body):
 
 
 class HASettingsChange(Body):
-    """The HA timings an operator may change (a PUT replaces both). The agents' lease TTL
+    """The HA timings an operator may change (a PUT replaces them all). The agents' lease TTL
     is shown by GET but not changed here: it is fixed when they start."""
 
     grace_s: float = Field(
@@ -282,6 +347,15 @@ class HASettingsChange(Body):
     )
     stabilisation_s: float = Field(
         default=60.0, ge=0, le=86_400, description="a host up this long gets its failback VMs"
+    )
+    path_interval_s: float = Field(
+        default=1.0, gt=0, le=60, description="each host pings its router and NAS this often"
+    )
+    path_misses: int = Field(
+        default=3, ge=1, le=100, description="unanswered pings in a row before a path is down"
+    )
+    path_up_s: float = Field(
+        default=5.0, ge=0, le=3600, description="answers this long before a path is up again"
     )
 
 

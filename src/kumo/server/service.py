@@ -24,6 +24,7 @@ from kumo.server.commands import Commands
 from kumo.server.ha import HAManager
 from kumo.server.maintenance import Maintainer
 from kumo.server.migrations import Migrations
+from kumo.server.netpaths import NetPaths
 from kumo.server.placement import Placer
 from kumo.server.queries import Queries
 from kumo.server.schemas import HostView, ImageImport, NetworkCreate, PoolCreate, VMCreate, VMView
@@ -66,6 +67,7 @@ class ClusterService:
         self.migrations = MigrationCommands(self.state, self.placement)
         self.maintenance = self.migrations.hosts
         self.ha = HAManager(self.state, self.placement)
+        self.netpaths = NetPaths(self.state, self.migrations, "controller:netpaths")
 
     @property
     def store(self) -> ClusterStore:

@@ -88,9 +88,10 @@ class ClusterState:
 
     def sched_hosts(self) -> list[SchedHost]:
         """Every registered host as the scheduler sees it: up, schedulable (not in
-        maintenance), its capacity and what it offers."""
+        maintenance, not degraded), its capacity and what it offers."""
         alive = self.alive()
         maint = {e.key[len(keys.MAINTENANCE) :] for e in self.view.range(keys.MAINTENANCE)}
+        maint |= {e.key[len(keys.DEGRADED) :] for e in self.view.range(keys.DEGRADED)}
         return [
             SchedHost(
                 name,

@@ -54,13 +54,25 @@ class Operator(Protocol):
     def ids(self) -> Ids: ...
 
 
+ROUTER = "198.18.0.1"  # the public network's gateway, as in the lab
+NAS = "198.18.1.10"  # the shared pool's NAS on the storage network
+
+
 def define_basics(service: Operator, image: str = "img") -> None:
     """The shared pool, the public network and one image, each with its ``created`` event,
     as the API's commands write them (stamped by the service's clock and ids)."""
     now = service.clock.now()
     for key, model, kind in (
-        (keys.POOLS + "shared", Pool(name="shared", kind="shared-dir", path="/pool"), "pool"),
-        (keys.NETWORKS + "public", Network(name="public", bridge="br0"), "network"),
+        (
+            keys.POOLS + "shared",
+            Pool(name="shared", kind="shared-dir", path="/pool", nas=(NAS,)),
+            "pool",
+        ),
+        (
+            keys.NETWORKS + "public",
+            Network(name="public", bridge="br0", cidr="198.18.0.0/24", gateway=ROUTER),
+            "network",
+        ),
         (
             keys.IMAGES + image,
             Image(name=image, pool="shared", path=f"{image}.qcow2", size_gib=1, created_at=now),

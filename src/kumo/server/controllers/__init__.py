@@ -2,6 +2,9 @@
 over the cluster's state that says when it wants to look again (``reconcile(now) ->
 requeue_after``, as in controller-runtime):
 
+- ``ha``: fence hosts whose lease is gone and recover their HA VMs (kumo.server.ha);
+- ``netpaths``: mark hosts that alone lost a network path degraded, move VMs off those that
+  lost the public one (kumo.server.netpaths);
 - ``scheduler``: place every VM that has no host (the API places at create; this catches
   the rest);
 - ``maintenance``: ask to move the running VMs off draining hosts;

@@ -9,6 +9,7 @@ from kumo.server.controllers.events import MAX_EVENTS, EventTrimmer
 from kumo.server.controllers.ha import HighAvailability
 from kumo.server.controllers.maintenance import DrainHosts
 from kumo.server.controllers.migration_queue import MigrationQueue
+from kumo.server.controllers.netpaths import NetworkPaths
 from kumo.server.controllers.scheduler import PlaceUnplaced
 from kumo.server.service import ClusterService
 from kumo.store.lease import NO_FENCE, Fence
@@ -27,10 +28,12 @@ class Controllers:
         self._fence = NO_FENCE
         self.clock = service.clock
         # The order is fixed: HA first (a dead host's VMs get the room before anything new),
+        # then network paths (a host cut off is unschedulable before anything is placed),
         # then place (a drain may need room the scheduler just counted), then ask drains to
         # migrate, then start what the queue allows, then trim.
         self.reconcilers: Sequence[Reconciler] = (
             HighAvailability(service.ha, self._pass_fence),
+            NetworkPaths(service.netpaths, self._pass_fence),
             PlaceUnplaced(service.placement, self._pass_fence),
             DrainHosts(service.maintenance, self._pass_fence),
             MigrationQueue(service.migrations, self._pass_fence),

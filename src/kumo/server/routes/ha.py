@@ -73,8 +73,8 @@ def ha_router(service: ClusterService) -> APIRouter:
 
     @r.put(f"{API}/ha/settings", responses=CREATE)
     def set_ha_settings(body: HASettingsChange, a: Actor) -> HASettings:
-        """Replace the grace and the stabilisation period. The agents' lease TTL is shown,
-        not changed here: it is fixed when they start."""
+        """Replace the grace, the stabilisation period and the path monitor's timings. The
+        agents' lease TTL is shown, not changed here: it is fixed when they start."""
         return service.commands.set_ha_settings(body, a)
 
     return r

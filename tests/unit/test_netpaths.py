@@ -1,0 +1,61 @@
+"""Network-path failover, the leader's rule (kumo.server.netpaths.judge): who is cut off."""
+
+from __future__ import annotations
+
+import pytest
+
+from kumo.model.host import HostPaths, NetPath, PathState, PathStatus
+from kumo.server.netpaths import judge
+
+U, D, X = PathState.UP, PathState.DOWN, PathState.UNKNOWN
+
+
+def paths(
+    public: dict[str, PathState], storage: dict[str, PathState] | None = None
+) -> dict[str, HostPaths]:
+    storage = storage or {}
+    return {
+        h: HostPaths(
+            host=h,
+            public=PathStatus(state=s),
+            storage=PathStatus(state=storage.get(h, U)),
+        )
+        for h, s in public.items()
+    }
+
+
+def test_a_host_alone_without_the_router_is_degraded() -> None:
+    v = judge(paths({"h1": D, "h2": U, "h3": U}))
+    assert v.degrade == {"h1": NetPath.PUBLIC} and v.everywhere == ()
+
+
+def test_two_hosts_the_one_that_lost_the_router_is_the_odd_one() -> None:
+    assert judge(paths({"h1": D, "h2": U})).degrade == {"h1": NetPath.PUBLIC}
+
+
+def test_the_router_down_for_everyone_moves_nothing() -> None:
+    v = judge(paths({"h1": D, "h2": D, "h3": D}))
+    assert v.degrade == {} and v.everywhere == (NetPath.PUBLIC,)
+
+
+@pytest.mark.parametrize(
+    ("state", "degraded"),
+    [
+        ({"h1": D, "h2": D, "h3": U}, {}),  # half of the others lost it too: not a majority
+        ({"h1": D, "h2": D, "h3": U, "h4": U, "h5": U}, {"h1", "h2"}),  # 3 of 4 others have it
+        ({"h1": D, "h2": X, "h3": X}, {}),  # nobody else knows: nothing to compare with
+        ({"h1": D, "h2": U, "h3": X}, {"h1"}),  # unknown paths are not counted
+        ({"h1": D}, {}),  # a single host is never the odd one
+    ],
+)
+def test_a_host_is_degraded_only_when_most_other_hosts_have_the_path(
+    state: dict[str, PathState], degraded: dict[str, PathState]
+) -> None:
+    assert set(judge(paths(state)).degrade) == set(degraded)
+
+
+def test_the_storage_path_is_judged_the_same_way_and_public_comes_first() -> None:
+    v = judge(paths({"h1": U, "h2": U, "h3": D, "h4": U}, {"h1": D, "h2": U, "h3": D, "h4": U}))
+    assert v.degrade == {"h1": NetPath.STORAGE, "h3": NetPath.PUBLIC}
+    v = judge(paths({"h1": U, "h2": U}, {"h1": D, "h2": D}))
+    assert v.degrade == {} and v.everywhere == (NetPath.STORAGE,)
