@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from kumo.hypervisor.base import DomainState, Hypervisor, HypervisorError
+from kumo.hypervisor.base import DomainState, Hypervisor, HypervisorError, PauseReason
 from kumo.hypervisor.domain import DiskConfig, DomainConfig, NicConfig
 from kumo.hypervisor.fake import FakeHypervisor
 from kumo.hypervisor.libvirt_hv import LibvirtHypervisor
@@ -103,3 +103,52 @@ def test_change_callback(hv: Hypervisor) -> None:
     hv.define(cfg)
     hv.start(cfg.name)
     assert got.wait(5) and cfg.name in seen
+
+
+def pause_by_user(hv: Hypervisor, name: str) -> None:
+    """What an operator's ``virsh suspend`` does (not part of the interface: kumo never
+    pauses a guest itself)."""
+    if isinstance(hv, FakeHypervisor):
+        hv.pause(name)
+    else:
+        assert isinstance(hv, LibvirtHypervisor)
+        hv._conn.lookupByName(name).suspend()
+
+
+def paused_reason(hv: Hypervisor, name: str) -> PauseReason | None:
+    return next(d.paused_reason for d in hv.domains() if d.name == name)
+
+
+def test_a_paused_domain_says_why_and_resumes(hv: Hypervisor) -> None:
+    cfg = config()
+    hv.define(cfg)
+    assert paused_reason(hv, cfg.name) is None  # off: not paused
+    hv.start(cfg.name)
+    assert paused_reason(hv, cfg.name) is None
+    with pytest.raises(HypervisorError, match=cfg.name):
+        hv.resume(cfg.name)  # not paused
+    pause_by_user(hv, cfg.name)
+    assert state(hv, cfg.name) == DomainState.PAUSED
+    assert paused_reason(hv, cfg.name) == PauseReason.USER
+    hv.resume(cfg.name)
+    assert state(hv, cfg.name) == DomainState.RUNNING
+    assert paused_reason(hv, cfg.name) is None
+    with pytest.raises(HypervisorError, match="nosuch"):
+        hv.resume("nosuch")
+
+
+def test_the_fake_pauses_its_guests_on_io_errors_when_storage_is_lost() -> None:
+    """As QEMU with error_policy='stop' (hypervisor/domain.py) at the guests' next disk
+    access; nothing resumes them by itself when the storage returns. Resuming is the same
+    boot (the guest never stopped)."""
+    hv = FakeHypervisor("h1")
+    running, off = config(), config()
+    for cfg in (running, off):
+        hv.define(cfg)
+    hv.start(running.name)
+    assert hv.storage_lost() == [running.name]
+    assert state(hv, running.name) == DomainState.PAUSED
+    assert paused_reason(hv, running.name) == PauseReason.IOERROR
+    assert state(hv, off.name) == DomainState.SHUTOFF
+    hv.resume(running.name)
+    assert state(hv, running.name) == DomainState.RUNNING and hv.boots(running.name) == 1

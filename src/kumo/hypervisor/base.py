@@ -27,6 +27,26 @@ class DomainState(StrEnum):
     OTHER = "other"
 
 
+class PauseReason(StrEnum):
+    """Why a paused domain is paused (libvirt's ``VIR_DOMAIN_PAUSED_*`` reasons): the agent
+    resumes only those QEMU paused on an I/O error (``error_policy='stop'``), never a guest
+    paused by a migration, a snapshot or an operator."""
+
+    IOERROR = "ioerror"  # a disk read or write failed (the NAS out of reach)
+    USER = "user"
+    MIGRATION = "migration"  # paused for the switch-over, or by post-copy
+    POSTCOPY_FAILED = "postcopy-failed"
+    SAVE = "save"
+    DUMP = "dump"
+    SNAPSHOT = "snapshot"
+    WATCHDOG = "watchdog"
+    CRASHED = "crashed"  # a guest panic
+    STARTING_UP = "starting-up"
+    SHUTTING_DOWN = "shutting-down"
+    PM_SUSPENDED = "pm-suspended"  # the guest suspended itself (S3/S4)
+    OTHER = "other"
+
+
 @dataclass(frozen=True)
 class Domain:
     name: str
@@ -37,6 +57,7 @@ class Domain:
     # agent redefines a domain whose digest is not the one it would define now
     digest: str = ""
     ha: bool = False  # its metadata says HA restarts it elsewhere (self-fencing destroys it)
+    paused_reason: PauseReason | None = None  # why, when ``state`` is PAUSED; else None
 
 
 @dataclass(frozen=True)
@@ -110,6 +131,10 @@ class Hypervisor(Protocol):
 
     def reset(self, name: str) -> None:
         """Hard reset, like the reset button."""
+        ...
+
+    def resume(self, name: str) -> None:
+        """Let a paused domain run again; :class:`HypervisorError` when it is not paused."""
         ...
 
     def undefine(self, name: str) -> None: ...

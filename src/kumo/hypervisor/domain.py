@@ -23,6 +23,14 @@ class DiskConfig:
     cache: Literal["none", "writeback"] = "none"
     readonly: bool = False
 
+    @property
+    def error_policy(self) -> str | None:
+        """``stop`` for a writable disk: on a read or write error (the NAS is out of reach)
+        QEMU pauses the guest instead of handing it the error, which a guest file system
+        answers by going read-only; the agent resumes it once the storage path is back
+        (agent/decide.py). A read-only disk (the seed) keeps QEMU's default."""
+        return None if self.readonly else "stop"
+
 
 @dataclass(frozen=True)
 class NicConfig:
@@ -107,7 +115,8 @@ def _render(cfg: DomainConfig, digest: str) -> str:
     devices = _sub(dom, "devices")
     for d in cfg.disks:
         disk = _sub(devices, "disk", type="file", device=d.device)
-        _sub(disk, "driver", name="qemu", type=d.format, cache=d.cache)
+        policy = {"error_policy": d.error_policy} if d.error_policy else {}
+        _sub(disk, "driver", name="qemu", type=d.format, cache=d.cache, **policy)
         _sub(disk, "source", file=d.path)
         _sub(disk, "target", dev=d.target, bus=d.bus)
         if d.readonly:

@@ -18,6 +18,7 @@ from kumo.hypervisor.base import (
     HypervisorError,
     MigrationCancelled,
     MigrationTarget,
+    PauseReason,
 )
 from kumo.hypervisor.domain import DomainConfig, config_digest
 from kumo.model.activity import MigrationProgress
@@ -31,7 +32,10 @@ class _FakeDomain:
     state: DomainState = DomainState.SHUTOFF
     boots: int = 0
     transient: bool = False  # undefined while running: gone once it stops
+    paused_reason: PauseReason | None = None  # set with state PAUSED
 
+
+_LIVE = (DomainState.RUNNING, DomainState.PAUSED)  # a paused guest resumed is the same boot
 
 # The fake's host-model CPU; tests give hosts others (CPUDef(model=..., features=...)).
 FAKE_CPU = CPUDef(model="fake-cpu", features=("fpu", "lm", "sse2"))
@@ -100,11 +104,12 @@ class FakeHypervisor:
             raise HypervisorError(f"libvirt on {self.hostname}: no domain {name}")
         return self._doms[name]
 
-    def _set(self, name: str, state: DomainState) -> None:
+    def _set(self, name: str, state: DomainState, paused_reason: PauseReason | None = None) -> None:
         d = self._doms[name]
-        if state == DomainState.RUNNING and d.state != DomainState.RUNNING:
+        if state == DomainState.RUNNING and d.state not in _LIVE:
             d.boots += 1
         d.state = state
+        d.paused_reason = paused_reason if state == DomainState.PAUSED else None
         for cb in list(self._callbacks):
             cb(name)
 
@@ -138,9 +143,17 @@ class FakeHypervisor:
     def domains(self) -> list[Domain]:
         self._check()
         return [
-            Domain(n, d.config.uuid, d.state, d.config.name, config_digest(d.config), d.config.ha)
+            Domain(
+                n,
+                d.config.uuid,
+                d.state,
+                d.config.name,
+                config_digest(d.config),
+                d.config.ha,
+                d.paused_reason,
+            )
             if d.config.owner == "kumo"
-            else Domain(n, d.config.uuid, d.state, None)
+            else Domain(n, d.config.uuid, d.state, None, paused_reason=d.paused_reason)
             for n, d in sorted(self._doms.items())
         ]
 
@@ -187,6 +200,11 @@ class FakeHypervisor:
         d.boots += 1
         for cb in list(self._callbacks):
             cb(name)
+
+    def resume(self, name: str) -> None:
+        if self._dom(name).state != DomainState.PAUSED:
+            raise HypervisorError(f"libvirt on {self.hostname}: resume {name}: not paused")
+        self._set(name, DomainState.RUNNING)
 
     def undefine(self, name: str) -> None:
         d = self._dom(name)
@@ -272,6 +290,23 @@ class FakeHypervisor:
         """For tests: the guest crashes and libvirt keeps the domain in the crashed state."""
         self._set(name, DomainState.CRASHED)
 
+    def pause(self, name: str, reason: PauseReason = PauseReason.USER) -> None:
+        """For tests: the domain is paused (by an operator, a migration, ...)."""
+        if self._dom(name).state != DomainState.RUNNING:
+            raise HypervisorError(f"libvirt on {self.hostname}: suspend {name}: not running")
+        self._set(name, DomainState.PAUSED, reason)
+
+    def storage_lost(self) -> list[str]:
+        """For tests and the simulator: the NAS is out of reach. Every running guest is
+        paused on an I/O error, as QEMU with ``error_policy='stop'`` does at the guest's next
+        disk access; nothing resumes them when the NAS is back (the agent does). Returns them."""
+        paused = []
+        for name, d in sorted(self._doms.items()):
+            if d.state == DomainState.RUNNING:
+                self._set(name, DomainState.PAUSED, PauseReason.IOERROR)
+                paused.append(name)
+        return paused
+
     def guests(self) -> dict[str, DomainState]:
         """For the simulator: each domain's state as QEMU has it, whether libvirtd answers
         or not (the ground truth its invariants check)."""
@@ -283,7 +318,7 @@ class FakeHypervisor:
         killed = []
         for name, d in sorted(self._doms.items()):
             if d.config.ha and d.state in (DomainState.RUNNING, DomainState.PAUSED):
-                d.state = DomainState.CRASHED
+                d.state, d.paused_reason = DomainState.CRASHED, None
                 killed.append(name)
         return killed
 
@@ -294,7 +329,7 @@ class FakeHypervisor:
             if d.transient:
                 del self._doms[name]
             else:
-                d.state = DomainState.SHUTOFF
+                d.state, d.paused_reason = DomainState.SHUTOFF, None
         self.up = False
 
     def power_on(self) -> None:

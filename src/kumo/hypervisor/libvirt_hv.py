@@ -23,6 +23,7 @@ from kumo.hypervisor.base import (
     HypervisorError,
     MigrationCancelled,
     MigrationTarget,
+    PauseReason,
 )
 from kumo.hypervisor.domain import DomainConfig, domain_xml, kumo_metadata
 from kumo.model.activity import MigrationProgress
@@ -49,6 +50,32 @@ _STATES = {
     libvirt.VIR_DOMAIN_CRASHED: DomainState.CRASHED,
     libvirt.VIR_DOMAIN_PMSUSPENDED: DomainState.PAUSED,
 }
+
+_PAUSE_REASONS = {
+    libvirt.VIR_DOMAIN_PAUSED_IOERROR: PauseReason.IOERROR,
+    libvirt.VIR_DOMAIN_PAUSED_USER: PauseReason.USER,
+    libvirt.VIR_DOMAIN_PAUSED_MIGRATION: PauseReason.MIGRATION,
+    libvirt.VIR_DOMAIN_PAUSED_POSTCOPY: PauseReason.MIGRATION,
+    libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED: PauseReason.POSTCOPY_FAILED,
+    libvirt.VIR_DOMAIN_PAUSED_SAVE: PauseReason.SAVE,
+    libvirt.VIR_DOMAIN_PAUSED_DUMP: PauseReason.DUMP,
+    libvirt.VIR_DOMAIN_PAUSED_SNAPSHOT: PauseReason.SNAPSHOT,
+    libvirt.VIR_DOMAIN_PAUSED_FROM_SNAPSHOT: PauseReason.SNAPSHOT,
+    libvirt.VIR_DOMAIN_PAUSED_WATCHDOG: PauseReason.WATCHDOG,
+    libvirt.VIR_DOMAIN_PAUSED_CRASHED: PauseReason.CRASHED,
+    libvirt.VIR_DOMAIN_PAUSED_STARTING_UP: PauseReason.STARTING_UP,
+    libvirt.VIR_DOMAIN_PAUSED_SHUTTING_DOWN: PauseReason.SHUTTING_DOWN,
+}
+
+
+def _pause_reason(state: int, reason: int) -> PauseReason | None:
+    """Why a paused domain is paused, from ``virDomainGetState``'s reason; None if it runs."""
+    if state == libvirt.VIR_DOMAIN_PMSUSPENDED:
+        return PauseReason.PM_SUSPENDED
+    if state != libvirt.VIR_DOMAIN_PAUSED:
+        return None
+    return _PAUSE_REASONS.get(reason, PauseReason.OTHER)
+
 
 _event_loop_started = False
 _event_loop_lock = threading.Lock()
@@ -372,6 +399,7 @@ class LibvirtHypervisor:
                         kumo_vm=vm,
                         digest=digest,
                         ha=ha,
+                        paused_reason=_pause_reason(state, reason),
                     )
                 )
             return out
@@ -411,6 +439,9 @@ class LibvirtHypervisor:
 
     def reset(self, name: str) -> None:
         self._call(name, "reset", lambda d: d.reset(0))
+
+    def resume(self, name: str) -> None:
+        self._call(name, "resume", lambda d: d.resume())
 
     def undefine(self, name: str) -> None:
         # kumo guests boot through SeaBIOS: no NVRAM to remove.
