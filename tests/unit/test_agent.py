@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import pytest
 
 from kumo.agent.agent import Agent
 from kumo.hypervisor.base import DomainState
 from kumo.hypervisor.domain import DomainConfig, config_digest
 from kumo.model.activity import Event, Task, TaskState
-from kumo.model.host import HostRecord, Image, Pool
+from kumo.model.host import HostPaths, HostRecord, Image, NetPath, PathState, Pool
 from kumo.model.vm import Migration, MigrationState, Placement, Power, VMSpec, VMState, VMStatus
-from kumo.sim.cluster import vm_spec
+from kumo.sim.cluster import NAS, ROUTER, vm_spec
 from kumo.sim.world import World as World_
 from kumo.storage.volumes import FakeVolumes
 from kumo.store import keys
@@ -432,8 +434,6 @@ def test_a_stray_is_claimed_only_while_no_migration_of_it_began() -> None:
     assert w.events("stray") == [] and w.events("stray-removed") == []
 
 
-
-
 def test_a_host_starts_the_vms_it_takes_over_side_by_side() -> None:
     """A host given a dead host's VMs starts them at once, not one after the other: each
     start here waits for a second one to begin (a barrier), which a serial pass never does."""
@@ -458,3 +458,170 @@ def test_a_host_starts_the_vms_it_takes_over_side_by_side() -> None:
         "a2",
     ]
     assert w.status("a1").state == w.status("a2").state == VMState.RUNNING
+
+
+# -- network paths (agent/paths.py) and the storage auto-resume ---------------------------
+
+
+class Pings:
+    """The simulated pings: each target answers unless it is down; the rounds are counted."""
+
+    def __init__(self) -> None:
+        self.down: set[str] = set()
+        self.rounds: list[tuple[str, ...]] = []
+
+    def __call__(self, targets: Sequence[str], timeout_s: float) -> Mapping[str, bool]:
+        assert 0 < timeout_s < 1  # below the interval (1 s)
+        self.rounds.append(tuple(targets))
+        return {t: t not in self.down for t in targets}
+
+
+def with_pings(w: World) -> Pings:
+    pings = Pings()
+    w.agent.probe = pings
+    return pings
+
+
+def rounds(w: World, n: int) -> None:
+    """``n`` rounds of the path monitor, a second apart, the lease kept."""
+    for _ in range(n):
+        w.wait(1)
+        w.agent.check_paths()
+
+
+def reported(w: World) -> tuple[HostPaths, Entry]:
+    entry = w.store.get(keys.PATHS + "h1")
+    assert entry is not None
+    return decode(HostPaths, entry), entry
+
+
+def test_paths_are_reported_under_the_lease_when_their_judgement_changes() -> None:
+    w = World()
+    pings = with_pings(w)
+    w.agent.check_paths()
+    assert pings.rounds == [(ROUTER, NAS)]  # every target of both paths at once
+    paths, entry = reported(w)
+    assert (paths.public.state, paths.storage.state) == (PathState.UP, PathState.UP)
+    assert paths.public.targets == (ROUTER,) and paths.storage.targets == (NAS,)
+    assert entry.lease == w.agent.lease and w.agent.paths_up(NetPath.STORAGE) is True
+    assert sorted(e.message for e in w.events("path")) == [
+        f"public path up since 00:16:40 UTC: {ROUTER} answering",
+        f"storage path up since 00:16:40 UTC: {NAS} answering",
+    ]
+    rounds(w, 3)  # nothing changed: nothing written
+    assert reported(w)[1].mod_revision == entry.mod_revision and len(w.events("path")) == 2
+
+    pings.down = {NAS}
+    rounds(w, 2)
+    assert reported(w)[0].storage.state == PathState.UP  # two misses: not yet
+    rounds(w, 1)
+    paths, entry = reported(w)
+    assert paths.storage.state == PathState.DOWN and paths.public.state == PathState.UP
+    assert paths.storage.since == w.now and w.agent.paths_up(NetPath.STORAGE) is False
+    [event] = [e for e in w.events("path") if "down" in e.message]
+    assert event.object == "host/h1" and event.message == (
+        f"storage path down since 00:16:46 UTC: {NAS}: 3 pings unanswered"
+    )
+
+    pings.down = set()
+    rounds(w, 5)  # answering for 4 s: still down (dampening)
+    assert reported(w)[0].storage.state == PathState.DOWN
+    rounds(w, 1)
+    assert reported(w)[0].storage.state == PathState.UP
+    assert w.events("path")[-1].message.endswith(f"{NAS} answering for 5 s")
+
+
+def test_the_paths_report_goes_with_the_lease_and_comes_back_with_the_next() -> None:
+    w = World()
+    with_pings(w)
+    w.agent.check_paths()
+    w.now += 10  # no keep-alive: the lease expires, and the report with it
+    assert w.store.get(keys.PATHS + "h1") is None
+    w.agent.check_paths()  # no lease: nothing to bind it to, nothing written
+    assert w.store.get(keys.PATHS + "h1") is None
+    w.agent.keepalive()  # registers again: the report is put again under the new lease
+    paths, entry = reported(w)
+    assert entry.lease == w.agent.lease and paths.storage.state == PathState.UP
+
+
+def test_the_paths_are_judged_while_the_store_is_out_of_reach_and_reported_after() -> None:
+    """The storage path going is often why the store is out of reach: the judgement (and
+    the resume that waits for it) must not wait for the store."""
+    w = World()
+    pings = with_pings(w)
+    w.agent.check_paths()
+    w.host.links.control = False
+    pings.down = {NAS}
+    for _ in range(3):
+        w.now += 1
+        w.agent.check_paths()
+    assert w.agent.paths_up(NetPath.STORAGE) is False
+    w.host.links.control = True
+    w.agent.keepalive()
+    w.agent.check_paths()
+    assert reported(w)[0].storage.state == PathState.DOWN
+    assert any("storage path down" in e.message for e in w.events("path"))
+
+
+def test_a_lost_nas_pauses_the_guest_and_the_agent_resumes_it_when_the_path_is_back() -> None:
+    w = World()
+    pings = with_pings(w)
+    w.agent.check_paths()
+    w.submit(w.spec())
+    w.agent.run_once()
+    boots = w.hv.boots("web1")
+    pings.down = {NAS}
+    rounds(w, 3)
+    assert w.hv.storage_lost() == ["web1"]  # QEMU's error_policy='stop'
+    for _ in range(3):
+        w.agent.run_once()
+        rounds(w, 1)
+        assert w.states() == [DomainState.PAUSED]  # left paused while the path is down
+    assert w.status().state == VMState.PAUSED
+    assert w.status().message == "paused: storage I/O error, waiting for the NAS"
+    assert w.events("resume") == []
+
+    pings.down = set()
+    rounds(w, 5)  # the dampening: 4 s of answers are not enough
+    w.agent.run_once()
+    assert w.states() == [DomainState.PAUSED]
+    rounds(w, 1)
+    w.agent.run_once()
+    assert w.states() == [DomainState.RUNNING] and w.hv.boots("web1") == boots  # same boot
+    assert w.status().state == VMState.RUNNING
+    assert [e.message for e in w.events("notice")] == [
+        "resumed after the storage path came back (paused on I/O error at 00:16:43 UTC)"
+    ]
+    assert len(w.events("resume")) == 1
+
+
+def test_a_guest_paused_by_someone_else_is_not_resumed() -> None:
+    w = World()
+    with_pings(w)
+    w.agent.check_paths()
+    w.submit(w.spec())
+    w.agent.run_once()
+    w.hv.pause("web1")  # an operator's virsh suspend
+    w.agent.run_once()
+    w.agent.run_once()
+    assert w.states() == [DomainState.PAUSED] and w.status().state == VMState.PAUSED
+
+
+def test_a_replaced_agent_cannot_report_paths() -> None:
+    """The report carries the agent's fence, as its other writes: an old agent process
+    (the host's agent restarted meanwhile) is refused."""
+    w = World()
+    pings = with_pings(w)
+    old = w.agent
+    old.check_paths()
+    new = w.new_agent()
+    new.probe = pings
+    new.register()
+    new.check_paths()
+    pings.down = {NAS}
+    for _ in range(3):
+        w.now += 1
+        old.check_paths()
+    assert old.paths_up(NetPath.STORAGE) is False  # judged, but not reported:
+    paths, entry = reported(w)
+    assert paths.storage.state == PathState.UP and entry.lease == new.lease

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from kumo.agent.decide import Action, Decision, Observed, decide, report
-from kumo.hypervisor.base import Domain, DomainState
+from kumo.agent.decide import RESUME_UNWATCHED_S, Action, Decision, Observed, decide, report
+from kumo.hypervisor.base import Domain, DomainState, PauseReason
+from kumo.model.host import PathState
 from kumo.model.vm import Power, VMSpec, VMState
 from kumo.sim.cluster import vm_spec
 
@@ -208,3 +209,47 @@ def test_a_held_failed_start_is_not_tried_again_until_the_leader_places_it_again
     held = Observed(dom(state), True, 0, None, start_held=True)
     assert acts(spec(), held) == ()
     assert acts(spec(), seen(state)) == (A.START,)
+
+
+# -- paused on a storage I/O error (error_policy='stop') ---------------------------------
+
+
+def io_paused(
+    storage: PathState, since: float | None = NOW - 30, reason: PauseReason = PauseReason.IOERROR
+) -> Observed:
+    paused = Domain("web1", spec().uuid, DomainState.PAUSED, "web1", paused_reason=reason)
+    return Observed(paused, True, 0, None, storage=storage, io_paused_since=since)
+
+
+def test_a_guest_paused_on_io_error_is_resumed_once_the_storage_path_is_up() -> None:
+    d = decide(spec(), io_paused(PathState.UP, since=3600.0), NOW + 3600)
+    assert d.actions == (A.RESUME,)
+    assert d.message == (
+        "resumed after the storage path came back (paused on I/O error at 01:00:00 UTC)"
+    )
+
+
+def test_a_guest_paused_on_io_error_stays_paused_while_the_storage_path_is_down() -> None:
+    d = decide(spec(), io_paused(PathState.DOWN), NOW)
+    assert d == Decision((), "paused: storage I/O error, waiting for the NAS")
+    assert report(spec(), io_paused(PathState.DOWN).domain, False) == VMState.PAUSED
+
+
+def test_with_no_nas_to_watch_a_guest_paused_on_io_error_is_resumed_after_a_while() -> None:
+    """Unknown storage path (no NAS address, or not judged yet): a resume every 10 s at
+    most; a guest whose storage is still gone pauses again and loses nothing."""
+    assert acts(spec(), io_paused(PathState.UNKNOWN, since=NOW - RESUME_UNWATCHED_S + 1)) == ()
+    assert acts(spec(), io_paused(PathState.UNKNOWN, since=None)) == ()  # just seen paused
+    waited = decide(spec(), io_paused(PathState.UNKNOWN, since=NOW - RESUME_UNWATCHED_S), NOW)
+    assert waited.actions == (A.RESUME,) and "no NAS address to ping" in waited.message
+
+
+@pytest.mark.parametrize("reason", [PauseReason.USER, PauseReason.MIGRATION, None])
+def test_a_guest_paused_for_another_reason_is_left_alone(reason: PauseReason | None) -> None:
+    paused = Domain("web1", spec().uuid, DomainState.PAUSED, "web1", paused_reason=reason)
+    for storage in PathState:
+        assert decide(spec(), Observed(paused, True, 0, None, storage=storage), NOW) == Decision(())
+
+
+def test_a_stopped_vm_paused_on_io_error_is_not_resumed() -> None:
+    assert A.RESUME not in acts(spec(power=Power.STOPPED), io_paused(PathState.UP))

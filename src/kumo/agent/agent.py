@@ -6,6 +6,10 @@ placed on its host real in libvirt.
 - every write about a VM, and to the host record, carries ``fence()``: the alive key's
   revision (this agent's token) and, for a VM, the placement revision the agent acted on. A
   cut-off or replaced agent, or one whose VM was placed elsewhere, is refused by the store;
+- ``check_paths()`` is one round of the network-path monitor: ping the public network's
+  routers and the NAS, judge both paths (paths.py, dampened), and report the judgement
+  (``/kumo/paths/<host>``, under the lease like the alive key) with an event when it changes.
+  The daemon runs it every ``path_interval_s`` on its own thread; the simulator each tick;
 - ``run_once()`` is one level-triggered pass over the VMs placed here: read spec, placement
   and libvirt, :func:`decide`, act, report status, finish tasks; then stop and undefine
   the kumo domains here whose VM is placed on another host (strays.py). The daemon calls
@@ -21,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,6 +35,8 @@ from kumo.agent import watchdog
 from kumo.agent.decide import Action, Observed, decide, report
 from kumo.agent.http import call as http_call
 from kumo.agent.migrator import Migrator
+from kumo.agent.paths import Dampening, PathMonitor, describe, path_targets
+from kumo.agent.ping import Probe, ProbeError, icmp_probe
 from kumo.agent.selffence import Fenced as SelfFenced
 from kumo.agent.selffence import PeerAnswer, SelfFence
 from kumo.agent.strays import Seen, Verdict, judge, strays
@@ -40,12 +47,13 @@ from kumo.hypervisor.base import (
     HostFacts,
     Hypervisor,
     HypervisorError,
+    PauseReason,
 )
 from kumo.hypervisor.domain import CPUConfig, DiskConfig, DomainConfig, NicConfig, config_digest
 from kumo.model.activity import TaskState
 from kumo.model.cpu import CLUSTER_DEFAULT, ClusterCPU, CPUDef
-from kumo.model.ha import HAMode
-from kumo.model.host import HostRecord, Image, Network, Pool
+from kumo.model.ha import HAMode, HASettings
+from kumo.model.host import HostPaths, HostRecord, Image, NetPath, Network, PathState, Pool
 from kumo.model.vm import (
     Migration,
     MigrationState,
@@ -97,6 +105,7 @@ class _Memory:
     last_status: dict[str, VMStatus] = field(default_factory=dict)
     pool_problems: dict[str, str] = field(default_factory=dict)  # pool -> why unavailable
     unknown_domains: set[str] = field(default_factory=set)  # kumo domains of no placed VM: logged
+    io_paused: dict[str, float] = field(default_factory=dict)  # vm -> seen paused on I/O error
 
 
 class Agent:
@@ -111,6 +120,7 @@ class Agent:
         pool_ids: PoolIds | None = None,
         new_id: Callable[[], str] | None = None,
         ids: Ids = SYSTEM_IDS,
+        probe: Probe = icmp_probe,
     ) -> None:
         self.config = config
         self.store = store
@@ -133,6 +143,16 @@ class Agent:
         self.peers_read = float("-inf")  # when a pass last read them (monotonic)
         self.self_fence = SelfFence(config.host, self.keeper, hv, clock, self._ask_peer)
         self._pool_executor: ThreadPoolExecutor | None = None  # made at the first busy pass
+        # the network-path monitor (check_paths): pings through ``probe``, judged by ``paths``
+        self.probe = probe
+        self.paths = PathMonitor()
+        self.path_interval_s = HASettings().path_interval_s
+        self._dampening = Dampening.of(HASettings())
+        self._path_targets: dict[NetPath, tuple[str, ...]] = {}
+        self._paths_lock = threading.Lock()  # check_paths' thread and a re-registration
+        self._paths_written: tuple[HostPaths, int] | None = None  # (record less ``at``, lease)
+        self._path_events: list[Put] = []  # judgements not yet written (the store out of reach)
+        self._probe_error = ""  # as last logged
 
     # -- liveness --------------------------------------------------------------------
     @property
@@ -181,9 +201,25 @@ class Agent:
             agent_port=self.config.agent_port,
             registered_at=self.clock.now(),
         )
+        with self._paths_lock:
+            rev = self._register(record, lease, facts)
+        self.token = rev or 0
+        self._learn_peers()  # again at the first pass and then often: hosts register together
+        self._report_self_fence()
+        self._update_cluster_cpu()
+
+    def _register(self, record: HostRecord, lease: int, facts: HostFacts) -> int | None:
+        """The registration's commit: the host record, the alive key under the new lease and,
+        once the paths were judged, their report again (bound to the new lease, as the alive
+        key: the old lease's copy goes with it)."""
+        paths: list[Put | Delete] = []
+        judged = self.paths.record(self.config.host, self.clock.now())
+        if self._paths_written is not None:
+            paths = [put(keys.PATHS + self.config.host, judged, lease), *self._path_events]
         rev = self.store.commit(
             [],
             [
+                *paths,
                 put(keys.HOSTS + self.config.host, record),
                 put(keys.ALIVE + self.config.host, record, lease),
                 self._event(
@@ -195,10 +231,10 @@ class Agent:
                 ),
             ],
         )
-        self.token = rev or 0
-        self._learn_peers()  # again at the first pass and then often: hosts register together
-        self._report_self_fence()
-        self._update_cluster_cpu()
+        if rev is not None and paths:
+            self._paths_written = (judged.model_copy(update={"at": 0.0}), lease)
+            self._path_events.clear()
+        return rev
 
     def _cpu_facts(
         self, facts: HostFacts, existing: HostRecord | None
@@ -270,6 +306,81 @@ class Agent:
             for name, (net, _) in sorted(nets.items())
             if self.path_exists(f"/sys/class/net/{net.bridge}")
         )
+
+    # -- network paths (paths.py) ------------------------------------------------------
+    def check_paths(self) -> None:
+        """One round of the path monitor: ping every target of both paths at once, judge,
+        and report a changed judgement (or the first one, or after a new lease) under this
+        agent's lease and token, with an event per changed path. Judging goes on while the
+        store is out of reach (the storage path may be why); the report waits for it."""
+        self._read_path_config()
+        targets = self._path_targets
+        every = sorted({t for ts in targets.values() for t in ts})
+        try:
+            answers = self.probe(every, 0.8 * self.path_interval_s) if every else {}
+        except ProbeError as exc:
+            if str(exc) != self._probe_error:
+                log.error("host %s: paths not judged: %s", self.config.host, exc)
+            self._probe_error = str(exc)
+            return
+        self._probe_error = ""
+        now = self.clock.now()
+        with self._paths_lock:
+            changed = self.paths.feed(
+                targets, answers, self._dampening, self.clock.monotonic(), now
+            )
+            for net in changed:
+                status = self.paths.status(net)
+                message = describe(net, status, _when(status.since))
+                level = logging.WARNING if status.state == PathState.DOWN else logging.INFO
+                log.log(level, "host %s: %s", self.config.host, message)
+                self._path_events.append(
+                    self._event(self.actor, f"host/{self.config.host}", "path", message, now)
+                )
+            self._report_paths(now)
+        if NetPath.STORAGE in changed and self.paths_up(NetPath.STORAGE) is not False:
+            self.wake()  # guests paused on I/O errors may be resumed now (decide.py)
+
+    def paths_up(self, net: NetPath) -> bool | None:
+        """Whether the path is up as judged now; None: not known (no target, not judged)."""
+        state = self.paths.status(net).state
+        return None if state == PathState.UNKNOWN else state == PathState.UP
+
+    def _read_path_config(self) -> None:
+        """The dampening and the targets, from the HA settings and the host's networks and
+        pools; those last read stay when the store is out of reach."""
+        host = self.config.host
+        try:
+            found = load(self.store, HASettings, keys.HA_SETTINGS)
+            record = load(self.store, HostRecord, keys.HOSTS + host)
+            pools = {n: p for n, (p, _) in load_all(self.store, Pool, keys.POOLS).items()}
+            nets = {n: x for n, (x, _) in load_all(self.store, Network, keys.NETWORKS).items()}
+        except StoreUnavailable:
+            return
+        settings = found[0] if found else HASettings()
+        self._dampening = Dampening.of(settings)
+        self.path_interval_s = settings.path_interval_s
+        if record is not None:
+            self._path_targets = path_targets(record[0].pools, record[0].networks, pools, nets)
+
+    def _report_paths(self, now: float) -> None:
+        """Write the judgement when it (or the lease) changed since last written; a store
+        out of reach or a lost token leaves it for a later round (a new lease re-puts it)."""
+        judged = self.paths.record(self.config.host, now)
+        lease = self.lease
+        if (judged.model_copy(update={"at": 0.0}), lease) == self._paths_written:
+            return
+        if not self.keeper.valid:
+            return  # no lease to bind it to: written again after the registration
+        ops: list[Put | Delete] = [put(keys.PATHS + self.config.host, judged, lease)]
+        try:
+            rev = self.commit(self.fence(), [], [*ops, *self._path_events])
+        except (StoreUnavailable, Fenced) as exc:
+            log.warning("host %s: paths not reported yet: %s", self.config.host, exc)
+            return
+        if rev is not None:
+            self._paths_written = (judged.model_copy(update={"at": 0.0}), lease)
+            self._path_events.clear()
 
     # -- self-fencing (selffence.py) ----------------------------------------------------
     def guard(self) -> SelfFenced | None:
@@ -518,6 +629,11 @@ class Agent:
             self.mem.reboot_done[name] = (
                 status.reboot_generation if status is not None else spec.reboot_generation
             )
+        io_paused: float | None = None  # when first seen paused on an I/O error
+        if dom is not None and dom.paused_reason == PauseReason.IOERROR:
+            io_paused = self.mem.io_paused.setdefault(name, self.clock.now())
+        else:
+            self.mem.io_paused.pop(name, None)
         seen = Observed(
             domain=dom,
             disk_exists=self.volumes.exists(pool.path, name),
@@ -525,6 +641,8 @@ class Agent:
             stop_since=self.mem.stop_since.get(name),
             want_digest=self._want_digest(spec, pool) if dom is not None else None,
             start_held=_start_held(spec, status, self.config.host, placed_rev),
+            storage=self.paths.status(NetPath.STORAGE).state,
+            io_paused_since=io_paused,
         )
         decision = decide(spec, seen, self.clock.now())
         for action in decision.actions:
@@ -662,6 +780,9 @@ class Agent:
         elif action in (Action.REBOOT, Action.RESET):
             (self.hv.reboot if action == Action.REBOOT else self.hv.reset)(name)
             self.mem.reboot_done[name] = spec.reboot_generation
+        elif action == Action.RESUME:
+            self.hv.resume(name)
+            self.mem.io_paused.pop(name, None)  # a new pause is a new one (decide.py)
         elif action == Action.UNDEFINE:
             self.hv.undefine(name)
         elif action == Action.DELETE_DISK:
@@ -779,6 +900,7 @@ class Agent:
             )
         for m in (self.mem.stop_since, self.mem.reboot_done, self.mem.last_status):
             m.pop(name, None)
+        self.mem.io_paused.pop(name, None)
 
 
 class StartFailed(HypervisorError):
@@ -797,6 +919,10 @@ def _start_held(spec: VMSpec, status: VMStatus | None, host: str, placed_rev: in
         and status.state == VMState.ERROR
         and status.start_failed == placed_rev
     )
+
+
+def _when(t: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(t)) + " UTC"
 
 
 def _seen(
@@ -849,6 +975,17 @@ class AgentDaemon:
             except Exception:
                 log.exception("self-fence check failed")
 
+    def _paths_loop(self) -> None:
+        """The path monitor, a round every ``path_interval_s`` (paths.py)."""
+        clock = self.agent.clock
+        while not self.stop.is_set():
+            began = clock.monotonic()
+            try:
+                self.agent.check_paths()
+            except Exception:
+                log.exception("network path check failed")
+            self.stop.wait(max(0.0, self.agent.path_interval_s - (clock.monotonic() - began)))
+
     def _watch_loop(self) -> None:
         while not self.stop.is_set():
             try:
@@ -875,7 +1012,8 @@ class AgentDaemon:
                 self.stop.wait(1.0)
         self.agent.hv.on_change(lambda _name: self.wake.set())
         self.agent.on_wake = self.wake.set
-        for target in (self._keepalive_loop, self._watch_loop, self._fence_loop):
+        loops = (self._keepalive_loop, self._watch_loop, self._fence_loop, self._paths_loop)
+        for target in loops:
             threading.Thread(target=target, daemon=True, name=target.__name__).start()
         last_refresh = 0.0
         while not self.stop.is_set():

@@ -13,16 +13,26 @@ Rules (tests/unit/test_agent_decide.py):
   left in ``error`` (kumo.server.ha);
 - desired stopped: ACPI shutdown once, then force off after ``stop_timeout_s``; a forced
   stop (``stop_mode`` force) powers off at once;
-- a paused domain is left alone (a migration or an operator paused it).
+- a domain QEMU paused on a disk I/O error (``error_policy='stop'``: the NAS out of reach)
+  whose VM should run is resumed once the host's storage path is up again (oVirt's
+  auto-resume); while the path is down it stays paused, reported as such. With no NAS
+  address to ping (the path unknown) the agent cannot see storage come back: it resumes after
+  ``RESUME_UNWATCHED_S`` (a guest whose storage is still gone pauses again at its next disk
+  access and loses nothing), and so at most that often;
+- any other paused domain is left alone (a migration, a snapshot or an operator paused it).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 
-from kumo.hypervisor.base import Domain, DomainState
+from kumo.hypervisor.base import Domain, DomainState, PauseReason
+from kumo.model.host import PathState
 from kumo.model.vm import Power, VMSpec, VMState
+
+RESUME_UNWATCHED_S = 10.0  # paused on I/O error, no NAS to ping: resumed after this long
 
 
 class Action(StrEnum):
@@ -33,6 +43,7 @@ class Action(StrEnum):
     DESTROY = "destroy"
     REBOOT = "reboot"
     RESET = "reset"
+    RESUME = "resume"
     UNDEFINE = "undefine"
     DELETE_DISK = "delete-disk"
     FORGET = "forget"
@@ -48,6 +59,9 @@ class Observed:
     want_digest: str | None = None
     # an HA VM whose start failed under its current placement: the leader's turn to decide
     start_held: bool = False
+    storage: PathState = PathState.UNKNOWN  # the host's storage path, as the agent judges it
+    # when the agent first saw the domain paused on an I/O error (since its last resume)
+    io_paused_since: float | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +114,9 @@ def _power(spec: VMSpec, seen: Observed, state: DomainState, now: float) -> Deci
             return Decision((Action.START,))
         if state == DomainState.RUNNING and spec.reboot_generation > seen.reboot_done:
             return Decision((Action.RESET if spec.reboot_mode == "reset" else Action.REBOOT,))
+        reason = seen.domain.paused_reason if seen.domain else None
+        if state == DomainState.PAUSED and reason == PauseReason.IOERROR:
+            return _io_paused(seen, now)
         return Decision(())
 
     if state in (DomainState.RUNNING, DomainState.OTHER):
@@ -115,6 +132,30 @@ def _power(spec: VMSpec, seen: Observed, state: DomainState, now: float) -> Deci
                 f"the guest ignored the ACPI shutdown for {spec.stop_timeout_s} s: forced off",
             )
     return Decision(())
+
+
+def _io_paused(seen: Observed, now: float) -> Decision:
+    """A domain QEMU paused on a disk I/O error, whose VM should run."""
+    since = seen.io_paused_since if seen.io_paused_since is not None else now
+    at = datetime.fromtimestamp(since, UTC).strftime("%H:%M:%S UTC")
+    if seen.storage == PathState.DOWN:
+        return Decision((), "paused: storage I/O error, waiting for the NAS")
+    if seen.storage == PathState.UP:
+        return Decision(
+            (Action.RESUME,),
+            f"resumed after the storage path came back (paused on I/O error at {at})",
+        )
+    if now - since < RESUME_UNWATCHED_S:
+        return Decision(
+            (),
+            "paused: storage I/O error; no NAS address to ping, "
+            f"resumed {RESUME_UNWATCHED_S:g} s after the pause",
+        )
+    return Decision(
+        (Action.RESUME,),
+        f"resumed {RESUME_UNWATCHED_S:g} s after a storage I/O error (paused at {at}; "
+        "no NAS address to ping tells when the storage is back)",
+    )
 
 
 def report(spec: VMSpec, dom: Domain | None, stop_pending: bool) -> VMState:
