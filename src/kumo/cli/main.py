@@ -58,11 +58,21 @@ def server(
 
 
 @app.command()
-def watchdog() -> None:
-    """Run the host's watchdog: kill the HA guests' QEMU when the agent stops feeding it."""
-    from kumo.agent.watchdog import run
+def watchdog(
+    device: Annotated[
+        str | None,
+        typer.Option(help="watchdog device (default $KUMO_WATCHDOG_DEVICE, else /dev/watchdog)"),
+    ] = None,
+    no_device: Annotated[
+        bool,
+        typer.Option("--no-device", help="no kernel watchdog: only kill HA guests' QEMU"),
+    ] = False,
+) -> None:
+    """Run the host's watchdog: kill the HA guests' QEMU when the agent stops feeding it, and
+    stop feeding the kernel's watchdog device (the host resets) when it has one."""
+    from kumo.agent.watchdog import FEED, QEMU_RUN, device_path, run
 
-    run()
+    run(FEED, QEMU_RUN, device_path(device, no_device))
 
 
 @app.command()
