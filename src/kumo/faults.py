@@ -340,7 +340,22 @@ LAB_USAGE = {
     "cut": "cut HOST public|storage",
     "partition": "partition HOST",
     "slow": "slow HOST public|storage RATE",
-    "heal": "heal HOST",
+    "router-down": "router-down",
+    "router-up": "router-up",
+    "nas-down": "nas-down",
+    "nas-up": "nas-up",
+    "kill-etcd": "kill-etcd",
+    "kill-leader": "kill-leader",
+    "heal": "heal NODE",
+}
+# Faults of the whole cluster: no argument, each a fault of the vocabulary as it stands.
+_LAB_CLUSTER: dict[str, Fault] = {
+    "router-down": Router(up=False),
+    "router-up": Router(up=True),
+    "nas-down": Nas(up=False),
+    "nas-up": Nas(up=True),
+    "kill-etcd": StoreDown(),
+    "kill-leader": LeaderCrash(),
 }
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)(bit|kbit|mbit|gbit|bps|kbps|mbps|gbps)$")
 _MBIT = {  # tc units: "bit" is bits per second, "bps" bytes per second
@@ -368,12 +383,17 @@ def tc_rate_mbit(value: str) -> float:
 
 def from_lab(kind: str, args: list[str]) -> Fault:
     """``kumo lab fault KIND ARGS…`` as a :class:`Fault`: kill-host is a power-off, cut a
-    link going down; the rest keep their names. Messages as the lab has always given them."""
+    link going down, router-down/up and nas-down/up the router and NAS faults, kill-etcd the
+    store down, kill-leader the leader's crash; the rest keep their names. ``heal NODE``
+    names any lab node (a host, ``router``, ``nas1``, ``ctl``): the lab checks the name.
+    Messages as the lab has always given them."""
     if kind not in LAB_USAGE:
         raise FaultError(f"fault: unknown fault {kind!r}; known: {', '.join(LAB_USAGE)}")
     usage = LAB_USAGE[kind]
     if len(args) != len(usage.split()) - 1:
         raise FaultError(f"fault {kind}: expected `{usage}`")
+    if kind in _LAB_CLUSTER:
+        return _LAB_CLUSTER[kind]
     host = args[0]
     if kind == "kill-host":
         return PowerOff(host)

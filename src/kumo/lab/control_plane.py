@@ -3,8 +3,10 @@ cluster's first objects (the shared pool, the public network, the golden image).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -12,13 +14,15 @@ from pathlib import Path
 import httpx
 
 from kumo.lab.namespaces import RUN_DIR, STATE_DIR, enter, pids_in_netns
-from kumo.lab.plan import SHARED_POOL_PATH, LabPlan, Network, Node
+from kumo.lab.plan import PUBLIC_NET, SHARED_POOL_PATH, LabPlan, Network, Node
 from kumo.lab.services import spawn
 from kumo.lab.shell import LabError
 
 API_PORT = 8080
 AGENT_PORT = 8776
 CLIENT_CONFIG = RUN_DIR / "client.json"
+# The server replicas `fault kill-leader` killed, for `heal ctl` to start again.
+KILLED_SERVERS = RUN_DIR / "killed-servers.json"
 TOKEN_FILE = STATE_DIR / "ctl" / "admin-token"
 IMAGE = "testguest"
 
@@ -65,6 +69,92 @@ def start_server(plan: LabPlan, replica: int = 1, timeout: float = 30) -> None:
         f"kumo server in ctl did not answer within {timeout:.0f} s "
         f"(log: {STATE_DIR / 'ctl' / f'server-{replica}.log'})"
     )
+
+
+def server_replicas(plan: LabPlan) -> dict[int, int]:
+    """The ``kumo server`` replicas running in ``ctl``: replica number -> pid (the replica is
+    its port less ``API_PORT`` plus one, as :func:`start_server` gives them)."""
+    found: dict[int, int] = {}
+    for pid in pids_in_netns(plan.controller.netns):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"kumo" in cmd and b"server" in cmd and b"--port" in cmd:
+            port = cmd[cmd.index(b"--port") + 1]
+            if port.isdigit():
+                found[int(port) - API_PORT + 1] = pid
+    return found
+
+
+def replica_url(plan: LabPlan, replica: int) -> str:
+    return f"http://{plan.controller.address(Network.STORAGE)}:{API_PORT + replica - 1}"
+
+
+def leading_replica(plan: LabPlan, timeout: float = 10) -> int | None:
+    """The running replica that says it leads (``/healthz``), waiting up to ``timeout`` for
+    an election to end; None when none leads by then."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for replica in sorted(server_replicas(plan)):
+            try:
+                r = httpx.get(replica_url(plan, replica) + "/healthz", timeout=2)
+                if r.json().get("this_replica_leads"):
+                    return replica
+            except (httpx.HTTPError, ValueError):
+                continue
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.2)
+
+
+def kill_server(plan: LabPlan, replica: int) -> None:
+    """SIGKILL to one replica, noted in ``KILLED_SERVERS`` so that ``heal ctl`` restarts it."""
+    pid = server_replicas(plan).get(replica)
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    killed = killed_servers()
+    KILLED_SERVERS.write_text(json.dumps(sorted({*killed, replica})))
+    deadline = time.monotonic() + 10
+    while replica in server_replicas(plan) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def killed_servers() -> list[int]:
+    try:
+        return [int(r) for r in json.loads(KILLED_SERVERS.read_text())]
+    except (OSError, ValueError):
+        return []
+
+
+def restart_killed_servers(plan: LabPlan) -> list[int]:
+    """Start the replicas ``kill_server`` killed that are not running (replica 1 also when
+    no replica runs at all: the lab's API must answer); returns those started."""
+    running = server_replicas(plan)
+    wanted = set(killed_servers()) | ({1} if not running else set())
+    started = []
+    for replica in sorted(wanted - set(running)):
+        start_server(plan, replica)
+        started.append(replica)
+    KILLED_SERVERS.unlink(missing_ok=True)
+    return started
+
+
+def stop_server(plan: LabPlan, replica: int) -> None:
+    """End one replica for good (SIGTERM, then SIGKILL): not a fault, nothing to heal."""
+    pid = server_replicas(plan).get(replica)
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while replica in server_replicas(plan):
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
 
 
 def start_agent(plan: LabPlan, host: Node, domain_type: str) -> None:
@@ -125,18 +215,41 @@ def write_client_config(plan: LabPlan) -> str:
     return token
 
 
-def register_basics(plan: LabPlan, token: str) -> None:
-    """The shared pool, the public network and the golden test image."""
-    h = {"Authorization": f"Bearer {token}"}
-    base = api_url(plan) + "/api/v1"
-    for path, body in (
-        ("/pools", {"name": "shared", "kind": "shared-dir", "path": SHARED_POOL_PATH}),
-        ("/networks", {"name": "public", "bridge": "br0"}),
+def basics(plan: LabPlan) -> list[tuple[str, dict[str, object]]]:
+    """The API requests that define the lab's first objects: the shared pool (with its NAS,
+    nas1's storage address), the public network (its cidr and gateway, the router: what
+    every agent's path monitor pings) and the golden test image."""
+    return [
+        (
+            "/pools",
+            {
+                "name": "shared",
+                "kind": "shared-dir",
+                "path": SHARED_POOL_PATH,
+                "nas": [plan.nas.address(Network.STORAGE)],
+            },
+        ),
+        (
+            "/networks",
+            {
+                "name": "public",
+                "bridge": "br0",
+                "cidr": str(PUBLIC_NET),
+                "gateway": plan.router.address(Network.PUBLIC),
+            },
+        ),
         (
             "/images",
             {"name": IMAGE, "pool": "shared", "path": f"images/{IMAGE}.qcow2", "size_gib": 1},
         ),
-    ):
+    ]
+
+
+def register_basics(plan: LabPlan, token: str) -> None:
+    """Define :func:`basics` through the API (an object that exists already is left)."""
+    h = {"Authorization": f"Bearer {token}"}
+    base = api_url(plan) + "/api/v1"
+    for path, body in basics(plan):
         r = httpx.post(base + path, json=body, headers=h, timeout=10)
         if r.status_code not in (201, 409):
             raise LabError(f"registering {path} {body['name']}: {r.status_code} {r.text}")

@@ -7,6 +7,13 @@
 - ``partition H``: nftables in the host drops all traffic to and from ``ctl`` (etcd), links stay up.
 - ``slow H NETWORK RATE``: a tc token bucket (tbf) on both ends of the host's link.
 - ``heal H``: undo all of the above and power a killed host back on.
+- ``router-down`` / ``router-up`` (``heal router``): nftables in the router's namespace drops
+  every packet on its public port: it stops answering (pings, DHCP); its links stay up.
+- ``nas-down`` / ``nas-up`` (``heal nas1``): the same in the NAS's namespace, on its storage
+  port. Disk I/O does not cross the lab's storage network (the export is bind-mounted), so
+  guests go on writing: only the NAS's answers stop (the agents' storage path).
+- ``kill-etcd`` / ``kill-leader`` (``heal ctl``): SIGKILL to etcd, or to the ``kumo server``
+  replica that leads; ``heal ctl`` starts etcd again on its data, and the replicas killed.
 """
 
 from __future__ import annotations
@@ -29,6 +36,13 @@ from kumo.lab.shell import run
 FAULT_TABLE = "kumo_fault"
 RATE_RE = re.compile(r"^(\d+(?:\.\d+)?)(bit|kbit|mbit|gbit|bps|kbps|mbps|gbps)$")
 FAULT_KINDS = ("kill-host", "kill-libvirtd", "kill-agent", "cut", "partition", "slow", "heal")
+# The router's and the NAS's only port: drop everything but loopback, both ways.
+_SILENCE = (
+    f"table inet {FAULT_TABLE} {{\n"
+    '  chain in { type filter hook input priority 0; iifname != "lo" drop; }\n'
+    '  chain out { type filter hook output priority 0; oifname != "lo" drop; }\n'
+    "}\n"
+)
 
 
 def parse_network(value: str) -> Network:
@@ -197,6 +211,32 @@ def heal(plan: LabPlan, host: Node, domain_type: str) -> list[str]:
         control_plane.start_agent(plan, host, domain_type)
         done.append("kumo agent started")
     return done
+
+
+def _has_fault_table(node: Node) -> bool:
+    tables = run(["ip", "netns", "exec", node.netns, "nft", "list", "tables"], check=False)
+    return FAULT_TABLE in tables.stdout
+
+
+def silence(node: Node) -> bool:
+    """The router or the NAS stops answering on its network; False if it already had."""
+    if _has_fault_table(node):
+        return False
+    run(["ip", "netns", "exec", node.netns, "nft", "-f", "-"], input=_SILENCE)
+    return True
+
+
+def unsilence(node: Node) -> bool:
+    """Undo :func:`silence`; False if there was nothing to undo."""
+    if not _has_fault_table(node):
+        return False
+    run(["ip", "netns", "exec", node.netns, "nft", "delete", "table", "inet", FAULT_TABLE])
+    return True
+
+
+def silenced(node: Node) -> bool:
+    """Whether the router or the NAS is silenced now (read from its nftables)."""
+    return _has_fault_table(node)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from kumo.lab.plan import (
     LabPlan,
     LabPlanError,
     Network,
+    Node,
     Role,
     make_plan,
 )
@@ -225,18 +226,38 @@ def status() -> LabStatus:
                 f"kumo server {'ok' if control_plane.server_ok(plan) else 'DOWN'} at "
                 f"{control_plane.api_url(plan)}"
             )
+            ctl_faults = _ctl_faults(plan)
+            if ctl_faults:
+                detail += f"; faults: {', '.join(ctl_faults)}"
         elif node.role == Role.ROUTER:
             dhcp = services.dhcp_running(plan)
-            state = "running" if dhcp else "degraded"
+            silent = faults.silenced(node)
+            state = "running" if dhcp and not silent else "degraded"
             detail = "gateway; DHCP " + ("serving" if dhcp else "NOT RUNNING")
+            if silent:
+                detail += "; faults: not answering (router-down)"
         else:
             pool = hypervisor_host.nas_export()
-            state = "running" if pool.is_dir() else "degraded"
+            silent = faults.silenced(node)
+            state = "running" if pool.is_dir() and not silent else "degraded"
             detail = f"shared pool at {SHARED_POOL_PATH} on every host"
+            if silent:
+                detail += "; faults: not answering (nas-down)"
         rows.append(NodeStatus(node.name, node.role.value, addrs, state, detail))
     image = guest.find_guest()
     caps = probe.probe(image) if image else None
     return LabStatus(plan=plan, nodes=tuple(rows), etcd_healthy=etcd_ok, capabilities=caps)
+
+
+def _ctl_faults(plan: LabPlan) -> list[str]:
+    found = [] if services.etcd_pids(plan) else ["etcd not running (kill-etcd)"]
+    running = control_plane.server_replicas(plan)
+    found.extend(
+        f"kumo server replica {r} killed (kill-leader)"
+        for r in control_plane.killed_servers()
+        if r not in running
+    )
+    return found
 
 
 def exec_prefix(node_name: str) -> list[str]:
@@ -247,12 +268,25 @@ def exec_prefix(node_name: str) -> list[str]:
 
 def fault(kind: str, args: list[str]) -> str:
     """Apply one fault; returns a sentence saying what was done. The arguments are read
-    through the fault vocabulary the simulator shares (kumo.faults.from_lab)."""
+    through the fault vocabulary the simulator shares (kumo.faults.from_lab); a node that
+    is not in the lab is refused before anything changes."""
     try:
         what = vocabulary.from_lab(kind, args)
     except vocabulary.FaultError as exc:
         raise LabPlanError(str(exc)) from None
     plan = current_plan()
+    match what:
+        case vocabulary.Router(up):
+            return _heal_router(plan) if up else _router_down(plan)
+        case vocabulary.Nas(up):
+            return _heal_nas(plan) if up else _nas_down(plan)
+        case vocabulary.StoreDown():
+            n = services.kill_etcd(plan)
+            return f"ctl: etcd killed ({n} process(es)); `kumo lab fault heal ctl` starts it"
+        case vocabulary.LeaderCrash():
+            return _kill_leader(plan)
+        case vocabulary.Heal(name):
+            return heal(plan, plan.node(name))
     host = plan.host(args[0])
     if isinstance(what, vocabulary.PowerOff):
         faults.kill_host(host)
@@ -275,6 +309,74 @@ def fault(kind: str, args: list[str]) -> str:
         rate = faults.parse_rate(args[2])  # tc's own spelling of the rate
         faults.slow(host, net, rate)
         return f"{host.name}: {net} link slowed to {rate}"
+    raise LabPlanError(f"fault {kind}: not something the lab can do")  # pragma: no cover
+
+
+def _router_down(plan: LabPlan) -> str:
+    if not faults.silence(plan.router):
+        return "router: already not answering"
+    return (
+        f"router: not answering on the public network ({plan.router.address(Network.PUBLIC)}: "
+        "pings, DHCP); links stay up"
+    )
+
+
+def _heal_router(plan: LabPlan) -> str:
+    return "router: answering again" if faults.unsilence(plan.router) else "router: nothing to heal"
+
+
+def _nas_down(plan: LabPlan) -> str:
+    if not faults.silence(plan.nas):
+        return "nas1: already not answering"
+    return (
+        f"nas1: not answering on the storage network ({plan.nas.address(Network.STORAGE)}); "
+        "disk I/O goes on: in the lab it does not cross the network"
+    )
+
+
+def _heal_nas(plan: LabPlan) -> str:
+    return "nas1: answering again" if faults.unsilence(plan.nas) else "nas1: nothing to heal"
+
+
+def _kill_leader(plan: LabPlan) -> str:
+    replica = control_plane.leading_replica(plan)
+    if replica is None:
+        running = sorted(control_plane.server_replicas(plan))
+        raise LabError(
+            f"ctl: no kumo server replica leads (replicas running: {running or 'none'}); "
+            "nothing killed"
+        )
+    control_plane.kill_server(plan, replica)
+    return (
+        f"ctl: the leading kumo server (replica {replica}, port "
+        f"{control_plane.API_PORT + replica - 1}) killed; `kumo lab fault heal ctl` starts it"
+    )
+
+
+def _heal_ctl(plan: LabPlan) -> str:
+    done = []
+    if not services.etcd_pids(plan):
+        services.start_etcd(plan)
+        done.append("etcd started")
+    started = control_plane.restart_killed_servers(plan)
+    done.extend(f"kumo server replica {r} started" for r in started)
+    return "ctl: " + (", ".join(done) if done else "nothing to heal")
+
+
+def heal(plan: LabPlan, node: Node) -> str:
+    """Undo every fault of one node; a sentence saying what was undone."""
+    if node.role == Role.ROUTER:
+        return _heal_router(plan)
+    if node.role == Role.NAS:
+        return _heal_nas(plan)
+    if node.role == Role.CONTROLLER:
+        return _heal_ctl(plan)
     domain_type = json.loads(STATE_FILE.read_text()).get("domain_type", "qemu")
-    done = faults.heal(plan, host, domain_type)
-    return f"{host.name}: " + (", ".join(done) if done else "nothing to heal")
+    done = faults.heal(plan, node, domain_type)
+    return f"{node.name}: " + (", ".join(done) if done else "nothing to heal")
+
+
+def heal_all(plan: LabPlan) -> list[str]:
+    """Undo every fault of every node, the control plane first (hosts rejoin through it)."""
+    order = (plan.controller, plan.router, plan.nas, *plan.hosts)
+    return [heal(plan, node) for node in order]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
 
-from kumo.lab.namespaces import STATE_DIR, enter
+from kumo.lab.namespaces import STATE_DIR, enter, pids_in_netns
 from kumo.lab.plan import DHCP_RANGE, ETCD_CLIENT_PORT, LabPlan, Network
 from kumo.lab.shell import LabError, run
 
@@ -76,6 +79,31 @@ def etcd_healthy(plan: LabPlan) -> bool:
         timeout=10,
     )
     return proc.returncode == 0
+
+
+def etcd_pids(plan: LabPlan) -> list[int]:
+    """etcd's processes in ``ctl`` (read from /proc: what runs, not what we started)."""
+    found = []
+    for pid in pids_in_netns(plan.controller.netns):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if os.path.basename(cmd[0]) == b"etcd":
+            found.append(pid)
+    return found
+
+
+def kill_etcd(plan: LabPlan) -> int:
+    """SIGKILL to etcd (its data directory stays: :func:`start_etcd` starts it on it again)."""
+    pids = etcd_pids(plan)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while etcd_pids(plan) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return len(pids)
 
 
 def start_dhcp(plan: LabPlan) -> None:
