@@ -215,18 +215,40 @@ def test_a_held_failed_start_is_not_tried_again_until_the_leader_places_it_again
 
 
 def io_paused(
-    storage: PathState, since: float | None = NOW - 30, reason: PauseReason = PauseReason.IOERROR
+    storage: PathState,
+    since: float | None = NOW - 30,
+    reason: PauseReason = PauseReason.IOERROR,
+    path_since: float = NOW - 1,
 ) -> Observed:
     paused = Domain("web1", spec().uuid, DomainState.PAUSED, "web1", paused_reason=reason)
-    return Observed(paused, True, 0, None, storage=storage, io_paused_since=since)
+    return Observed(
+        paused,
+        True,
+        0,
+        None,
+        storage=storage,
+        storage_since=path_since,
+        io_paused_since=since,
+    )
 
 
 def test_a_guest_paused_on_io_error_is_resumed_once_the_storage_path_is_up() -> None:
-    d = decide(spec(), io_paused(PathState.UP, since=3600.0), NOW + 3600)
+    d = decide(spec(), io_paused(PathState.UP, since=3600.0, path_since=3605.0), NOW + 3600)
     assert d.actions == (A.RESUME,)
     assert d.message == (
         "resumed after the storage path came back (paused on I/O error at 01:00:00 UTC)"
     )
+
+
+def test_a_guest_paused_before_the_pings_saw_the_nas_go_is_not_resumed_at_once() -> None:
+    """Paused at NOW-2 while the path has been up since NOW-100: the pings have not missed
+    enough yet; resuming would pause again. Retried only after RESUME_UNWATCHED_S."""
+    early = io_paused(PathState.UP, since=NOW - 2, path_since=NOW - 100)
+    assert decide(spec(), early, NOW) == Decision(
+        (), "paused: storage I/O error, waiting for the NAS"
+    )
+    late = io_paused(PathState.UP, since=NOW - RESUME_UNWATCHED_S, path_since=NOW - 100)
+    assert decide(spec(), late, NOW).actions == (A.RESUME,)
 
 
 def test_a_guest_paused_on_io_error_stays_paused_while_the_storage_path_is_down() -> None:

@@ -17,9 +17,6 @@ FILES = sorted(ROOT.rglob("*.yaml"))
 
 # scenarios whose expectations need what is not built yet (relative to ROOT), and why
 NOT_YET = {
-    "ha/nas-outage.yaml": "NAS outages (paused domains) are network-path failover's (#11)",
-    "ha/router-outage.yaml": "router outages are network-path failover's (#11)",
-    "ha/storage-link-down-degraded.yaml": "the degraded host state is #11's",
     "ha/reboot-clean.yaml": "a clean host reboot (VMs frozen, not recovered) is not simulated",
 }
 

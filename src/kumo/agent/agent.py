@@ -642,6 +642,7 @@ class Agent:
             want_digest=self._want_digest(spec, pool) if dom is not None else None,
             start_held=_start_held(spec, status, self.config.host, placed_rev),
             storage=self.paths.status(NetPath.STORAGE).state,
+            storage_since=self.paths.status(NetPath.STORAGE).since,
             io_paused_since=io_paused,
         )
         decision = decide(spec, seen, self.clock.now())

@@ -14,8 +14,10 @@ Rules (tests/unit/test_agent_decide.py):
 - desired stopped: ACPI shutdown once, then force off after ``stop_timeout_s``; a forced
   stop (``stop_mode`` force) powers off at once;
 - a domain QEMU paused on a disk I/O error (``error_policy='stop'``: the NAS out of reach)
-  whose VM should run is resumed once the host's storage path is up again (oVirt's
-  auto-resume); while the path is down it stays paused, reported as such. With no NAS
+  whose VM should run is resumed once the host's storage path is up again after the pause
+  (oVirt's auto-resume); while the path is down, or not yet seen down, it stays paused,
+  reported as such; an error the NAS's pings never show is retried every
+  ``RESUME_UNWATCHED_S``. With no NAS
   address to ping (the path unknown) the agent cannot see storage come back: it resumes after
   ``RESUME_UNWATCHED_S`` (a guest whose storage is still gone pauses again at its next disk
   access and loses nothing), and so at most that often;
@@ -60,6 +62,7 @@ class Observed:
     # an HA VM whose start failed under its current placement: the leader's turn to decide
     start_held: bool = False
     storage: PathState = PathState.UNKNOWN  # the host's storage path, as the agent judges it
+    storage_since: float = 0.0  # since when (wall clock) the path is in that state
     # when the agent first saw the domain paused on an I/O error (since its last resume)
     io_paused_since: float | None = None
 
@@ -140,10 +143,21 @@ def _io_paused(seen: Observed, now: float) -> Decision:
     at = datetime.fromtimestamp(since, UTC).strftime("%H:%M:%S UTC")
     if seen.storage == PathState.DOWN:
         return Decision((), "paused: storage I/O error, waiting for the NAS")
-    if seen.storage == PathState.UP:
+    if seen.storage == PathState.UP and seen.storage_since >= since:
         return Decision(
             (Action.RESUME,),
             f"resumed after the storage path came back (paused on I/O error at {at})",
+        )
+    if seen.storage == PathState.UP:
+        # The pings have not seen the outage (yet: a path is down only after some missed
+        # pings). Resuming now would pause again at the next write; wait for the path to
+        # go down and up, or, if the NAS answers pings all along, retry at a slow pace.
+        if now - since < RESUME_UNWATCHED_S:
+            return Decision((), "paused: storage I/O error, waiting for the NAS")
+        return Decision(
+            (Action.RESUME,),
+            f"resumed {RESUME_UNWATCHED_S:g} s after a storage I/O error (paused at {at}) "
+            "the NAS's pings never stopped answering",
         )
     if now - since < RESUME_UNWATCHED_S:
         return Decision(

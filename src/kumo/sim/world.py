@@ -43,7 +43,7 @@ from kumo.server.controllers import Controllers
 from kumo.server.leader import LeaderElector
 from kumo.server.service import ClusterService
 from kumo.sim.clock import VirtualClock
-from kumo.sim.cluster import define_basics
+from kumo.sim.cluster import NAS, ROUTER, define_basics
 from kumo.sim.invariants import InvariantViolated, Violation, check
 from kumo.sim.store import Audit, Reach, Writer
 from kumo.storage.pool_identity import FakePoolIds
@@ -105,6 +105,7 @@ class SimHost:
     paused: bool = False
     links: Links = field(default_factory=Links)
     last_refresh: float = 0.0
+    last_paths: float = float("-inf")  # when its agent last pinged (a round per interval)
     guests: dict[str, DomainState] = field(default_factory=dict)  # as last logged
     fed: float | None = None  # when its agent last fed the watchdog (None: not armed)
 
@@ -143,6 +144,8 @@ class World:
         self.fabric = FakeFabric()
         self.fabric.connected = lambda a, b: self._storage_path(a, b)
         self.store_up = True
+        self.router_up = True  # the public network's router, for every host
+        self.nas_up = True  # the shared pool's NAS, for every host
         self.strict = strict  # raise on the first invariant violation (else only record)
         self.violations: list[Violation] = []
         self.log: list[str] = []
@@ -228,7 +231,20 @@ class World:
             host.name, rec, method, vm
         )
         agent.self_fence.ask_peer = lambda peer: self._ask_peer(host.name, peer)
+        agent.probe = lambda addrs, _timeout: {a: self._answers(host.name, a) for a in addrs}
         return agent
+
+    def _answers(self, source: str, address: str) -> bool:
+        """Whether ``address`` answers a ping from ``source``: the router over the public
+        link, the NAS over the storage link."""
+        host = self.hosts[source]
+        if not host.powered:
+            return False
+        if address == ROUTER:
+            return self.router_up and host.links.public
+        if address == NAS:
+            return self.nas_up and host.links.storage
+        return False
 
     def _ask_peer(self, source: str, peer: str) -> bool | None:
         """A peer agent's answer to ``/v1/lease`` over the cluster network (None: no answer)."""
@@ -336,6 +352,9 @@ class World:
                 agent.keepalive()
             finally:
                 agent.guard()
+            if self.clock.monotonic() - host.last_paths >= agent.path_interval_s - 1e-9:
+                host.last_paths = self.clock.monotonic()
+                agent.check_paths()  # its own thread in the daemon, once an interval
             if self.clock.monotonic() - host.last_refresh > REFRESH_S:
                 agent.refresh_host()
                 host.last_refresh = self.clock.monotonic()
@@ -458,6 +477,16 @@ class World:
                 self.hosts[h].links = Links()
             case f.Link(h, net, up):
                 setattr(self.hosts[h].links, net, up)
+                if net == "storage" and not up:
+                    self.hosts[h].hv.storage_lost()  # its disks are on the NAS
+            case f.Router(up):
+                self.router_up = up
+            case f.Nas(up):
+                self.nas_up = up
+                if not up:
+                    for host in self.hosts.values():
+                        if host.powered:
+                            host.hv.storage_lost()
             case f.Slow(h, net, mbit):
                 self.hosts[h].links.mbit[net] = mbit
             case f.PauseAgent(h):
@@ -493,7 +522,7 @@ class World:
                 self.service.commands.fence_host(h, "sim", force=True)  # trusted (SCENARIOS.md)
             case f.VmHa(vm, mode):
                 self._set_ha(vm, mode)
-            case f.Reboot() | f.Router() | f.Nas():
+            case f.Reboot():
                 raise NotSimulated(
                     f"{f.describe(fault)}: not simulated yet; it needs HA (fencing, recovery, "
                     "paused domains), which issue #10 adds"
