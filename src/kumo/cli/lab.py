@@ -147,11 +147,15 @@ def fault(
     ctx: typer.Context,
     kind: Annotated[
         str,
-        typer.Argument(help="kill-host, kill-libvirtd, kill-agent, cut, partition, slow or heal"),
+        typer.Argument(
+            help="kill-host, kill-libvirtd, kill-agent, cut, partition, slow, router-down, "
+            "router-up, nas-down, nas-up, kill-etcd, kill-leader or heal"
+        ),
     ],
 ) -> None:
     """Inject a fault: kill-host H | kill-libvirtd H | kill-agent H | cut H public|storage |
-    partition H | slow H public|storage RATE | heal H."""
+    partition H | slow H public|storage RATE | router-down | router-up | nas-down | nas-up |
+    kill-etcd | kill-leader | heal NODE (a host, router, nas1 or ctl)."""
     _need_root()
     try:
         out.print(lab_mod.fault(kind, list(ctx.args)), highlight=False)
@@ -169,3 +173,68 @@ def build_guest(
     except LabError as exc:
         raise _fail(exc) from None
     out.print(f"test guest: {image.directory} (kernel {image.kernel_release})", highlight=False)
+
+
+@app.command()
+def chaos(
+    faults: Annotated[int, typer.Option(help="how many faults to inject")] = 10,
+    seed: Annotated[int, typer.Option(help="the same seed gives the same faults")] = 1,
+    json_file: Annotated[
+        str | None, typer.Option("--json", help="also write the report to this file")
+    ] = None,
+    vms: Annotated[int, typer.Option(help="HA VMs the run creates (and deletes)")] = 6,
+    min_gap: Annotated[float, typer.Option(help="seconds between faults, at least")] = 5.0,
+    max_gap: Annotated[float, typer.Option(help="seconds between faults, at most")] = 20.0,
+    min_hold: Annotated[float, typer.Option(help="seconds a fault lasts, at least")] = 5.0,
+    max_hold: Annotated[float, typer.Option(help="seconds a fault lasts, at most")] = 30.0,
+    settle: Annotated[
+        float, typer.Option(help="seconds a healed host (or cluster fault) is left alone")
+    ] = 15.0,
+    show_plan: Annotated[
+        bool, typer.Option(help="only print the faults the seed gives (touches nothing)")
+    ] = False,
+    hosts: Annotated[
+        int, typer.Option(help="with --show-plan and no lab up: the hosts to plan for")
+    ] = DEFAULT_HOSTS,
+) -> None:
+    """Random faults on the running lab (>= 3 hosts) while every host's domains and every
+    guest's heartbeat are sampled; reports double runs, VMs not running, tasks not ended
+    and recovery times. Always heals the lab and deletes its VMs, also when interrupted."""
+    import json
+
+    from kumo.lab import chaos as chaos_mod
+
+    opts = chaos_mod.Options(
+        faults=faults,
+        seed=seed,
+        vms=vms,
+        min_gap=min_gap,
+        max_gap=max_gap,
+        min_hold=min_hold,
+        max_hold=max_hold,
+        settle=settle,
+    )
+    if show_plan:
+        try:
+            names = tuple(h.name for h in make_plan(hosts).hosts)
+            if os.geteuid() == 0 and lab_mod.STATE_FILE.exists():
+                names = tuple(h.name for h in lab_mod.current_plan().hosts)
+            out.print(chaos_mod.plan_table(chaos_mod.plan_for(opts, names)))
+        except (LabError, LabPlanError) as exc:
+            raise _fail(exc) from None
+        return
+    _need_root()
+    try:
+        report = chaos_mod.run(opts, log=lambda s: out.print(s, highlight=False))
+    except (LabError, LabPlanError) as exc:
+        raise _fail(exc) from None
+    except (KeyboardInterrupt, chaos_mod.ChaosInterrupted):
+        err.print("chaos: interrupted; the lab was healed and the chaos VMs deleted")
+        raise typer.Exit(code=130) from None
+    for table in chaos_mod.tables(report):
+        out.print(table)
+    if json_file:
+        with open(json_file, "w") as f:
+            json.dump(report.to_json(), f, indent=2)
+    if not report.ok:
+        raise typer.Exit(code=1)

@@ -85,3 +85,75 @@ class DomainSampler:
 
     def hosts_running(self, vm: str) -> set[str]:
         return {h for h, s in self.samples.items() if any(vm in names for _, names in s)}
+
+
+# -- for runs that kill what they sample (kumo lab chaos) -----------------------------------
+
+_RUNNING_SCRIPT = f"""
+import time, libvirt
+conn = None
+while True:
+    try:
+        if conn is None:
+            conn = libvirt.open("qemu:///system")
+        running = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_RUNNING)
+        names = ",".join(sorted(d.name() for d in running))
+    except libvirt.libvirtError:
+        names = "?"
+        conn = None
+    print(f"{{time.time():.3f}} {{names}}", flush=True)
+    time.sleep({PERIOD_S})
+"""
+RESPAWN_S = 1.0
+
+
+class RunningSampler(DomainSampler):
+    """Like :class:`DomainSampler`, for runs that kill hosts and libvirtds under it: it lists
+    the domains that *run* (libvirt's RUNNING state: a migration's paused target, or a guest
+    paused on an I/O error, is not running), opens libvirt again after libvirtd died, and
+    starts a host's sampler again (every ``RESPAWN_S``) when ``kill-host`` killed it with
+    everything else in the host. A host gives no sample while its libvirtd is away.
+
+    Its samples are judged by :func:`kumo.chaos.domain_doubles` (two hosts running a VM at
+    once, robust to a live migration's switch-over between two hosts' samples); the inherited
+    :meth:`doubles` compares every pair of samples and is meant for short tests only."""
+
+    def __init__(self, plan: LabPlan) -> None:
+        super().__init__(plan)
+        self._by_host: dict[str, subprocess.Popen[str]] = {}
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
+
+    def _spawn(self, host: str) -> None:
+        node = self.plan.host(host)
+        p = subprocess.Popen(
+            [*enter(node.netns, node.name), sys.executable, "-c", _RUNNING_SCRIPT],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self._by_host[host] = p
+        self.procs.append(p)
+        threading.Thread(target=self._read, args=(host, p), daemon=True).start()
+
+    def start(self) -> RunningSampler:
+        for h in self.plan.hosts:
+            self._spawn(h.name)
+        self._supervisor = threading.Thread(target=self._supervise, daemon=True)
+        self._supervisor.start()
+        return self
+
+    def _supervise(self) -> None:
+        while not self._stopping.wait(RESPAWN_S):
+            for host, p in list(self._by_host.items()):
+                if p.poll() is not None and not self._stopping.is_set():
+                    self._spawn(host)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=5)
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
