@@ -1,4 +1,5 @@
-"""A CI-sized chaos run (#11): 10 faults from the lab's catalogue, seed 1, on a 3-host lab
+"""The lab's cluster-wide faults (router, NAS, etcd, the leading server) and a CI-sized chaos
+run (#11): 10 faults from the lab's catalogue, seed 1, on a 3-host lab
 with 6 HA VMs; every host's running domains sampled every 200 ms and every guest's serial
 console every 250 ms. Nothing runs twice, nothing is lost, no task is stuck, every HA VM runs
 again within 60 s of the last heal, and the lab is left healed without the run's VMs.
@@ -14,6 +15,50 @@ from kumo.lab import control_plane
 from kumo.lab import lab as lab_mod
 from kumo.lab.plan import LabPlan
 from tests.lab.conftest import kumo
+
+
+def reach(src: str, dst: str) -> bool:
+    ping = ["ping", "-c", "1", "-W", "1", dst]
+    return kumo("lab", "exec", src, "--", *ping, check=False).returncode == 0
+
+
+def node(name: str) -> dict[str, str]:
+    status = json.loads(kumo("lab", "status", "--json").stdout)
+    return dict(next(n for n in status["nodes"] if n["name"] == name))
+
+
+def test_router_nas_etcd_and_leader_faults_show_and_heal(plan: LabPlan) -> None:
+    kumo("lab", "fault", "router-down")
+    assert not reach("h1", "198.18.0.1") and reach("h1", "198.18.1.10")
+    assert "not answering (router-down)" in node("router")["detail"]
+    kumo("lab", "fault", "heal", "router")
+    assert reach("h1", "198.18.0.1")
+    assert "faults" not in node("router")["detail"]
+
+    kumo("lab", "fault", "nas-down")
+    assert not reach("h2", "198.18.1.10") and reach("h2", "198.18.0.1")
+    assert "not answering (nas-down)" in node("nas1")["detail"]
+    kumo("lab", "fault", "nas-up")
+    assert reach("h2", "198.18.1.10")
+
+    kumo("lab", "fault", "kill-etcd")
+    assert "etcd not running (kill-etcd)" in node("ctl")["detail"]
+    kumo("lab", "fault", "heal", "ctl")
+    assert node("ctl")["state"] == "running"
+
+    kumo("lab", "fault", "kill-leader")  # the lab's one replica: no API until healed
+    assert not control_plane.server_ok(plan)
+    assert "kumo server replica 1 killed (kill-leader)" in node("ctl")["detail"]
+    kumo("lab", "fault", "heal", "ctl")
+    assert control_plane.server_ok(plan) and "faults" not in node("ctl")["detail"]
+    control_plane.wait_hosts(plan, control_plane.TOKEN_FILE.read_text().strip())
+
+    bad = kumo("lab", "fault", "heal", "switch", check=False)
+    assert bad.returncode != 0
+    assert "no such node 'switch' in the lab (nodes: h1, h2, h3, nas1, router, ctl)" in " ".join(
+        bad.stderr.split()
+    )
+
 
 CI = chaos_mod.Options(
     faults=10, seed=1, vms=6, min_gap=3, max_gap=10, min_hold=5, max_hold=15, settle=8

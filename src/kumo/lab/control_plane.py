@@ -151,6 +151,8 @@ def stop_server(plan: LabPlan, replica: int) -> None:
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 10
     while replica in server_replicas(plan):
+        if time.monotonic() > deadline + 10:
+            raise LabError(f"kumo server replica {replica} (pid {pid}) outlived SIGKILL")
         if time.monotonic() > deadline:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
