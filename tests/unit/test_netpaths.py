@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from kumo.model.host import HostPaths, NetPath, PathState, PathStatus
+from kumo import faults as f
+from kumo.model.activity import Task
+from kumo.model.host import Degraded, HostPaths, NetPath, PathState, PathStatus
 from kumo.server.netpaths import judge
+from kumo.server.schemas import HAPolicy, VMCreate
+from kumo.sim.world import World
+from kumo.store import keys
+from kumo.store.records import load, load_all
 
 U, D, X = PathState.UP, PathState.DOWN, PathState.UNKNOWN
 
@@ -59,3 +65,32 @@ def test_the_storage_path_is_judged_the_same_way_and_public_comes_first() -> Non
     assert v.degrade == {"h1": NetPath.STORAGE, "h3": NetPath.PUBLIC}
     v = judge(paths({"h1": U, "h2": U}, {"h1": D, "h2": D}))
     assert v.degrade == {} and v.everywhere == (NetPath.STORAGE,)
+
+
+def _vm(w: World, name: str, host: str, **ha: object) -> None:
+    w.service.create_vm(
+        VMCreate(name=name, image="img", memory_mib=128, host=host, ha=HAPolicy.model_validate(ha)),
+        "t",
+    )
+
+
+def test_a_vm_created_with_host_moves_off_a_host_that_lost_the_router() -> None:
+    """``--host`` pins where a VM is created; like HA recovery, path failover moves it by its
+    HA hosts and preferred host instead (a pinned VM used to stay: "pinned, give --to")."""
+    w = World(replicas=1)
+    _vm(w, "web1", "h1", hosts=["h1", "h2"])
+    _vm(w, "web2", "h1", mode="off")
+    w.run(3)
+    w.apply(f.Link("h1", "public", up=False))
+    w.run(20)
+    assert w.running_on("web1") == ["h2"]  # its HA hosts: h1 or h2, and h1 is degraded
+    assert w.running_on("web2") == ["h1"]  # HA off: left alone
+    degraded = load(w.store, Degraded, keys.DEGRADED + "h1")
+    assert degraded is not None and degraded[0].path == NetPath.PUBLIC
+    tasks = [t for t, _ in load_all(w.store, Task, keys.TASKS).values() if t.kind == "vm.migrate"]
+    assert [t.reason.split(" since ")[0] for t in tasks] == ["public path of h1 down"]
+    assert [h.state for h in w.service.queries.hosts()] == ["degraded", "up", "up"]
+    w.apply(f.Link("h1", "public", up=True))
+    w.run(10)
+    assert load(w.store, Degraded, keys.DEGRADED + "h1") is None
+    assert w.running_on("web1") == ["h2"]  # no failback asked: it stays

@@ -132,9 +132,9 @@ def test_a_restart_within_one_tick_is_counted() -> None:
 
 
 def test_a_fault_the_world_cannot_simulate_fails_the_scenario() -> None:
-    s = loads(BASE + "events:\n  - {at: 2, do: nas down}\n")
+    s = loads(BASE + "events:\n  - {at: 2, do: reboot h1}\n")
     [failure] = run(s).failures
-    assert str(failure).startswith("events[0] (line 4) failed at t=2.000: NotSimulated: nas down")
+    assert str(failure).startswith("events[0] (line 4) failed at t=2.000: NotSimulated: reboot h1")
 
 
 def test_a_vm_that_does_not_fit_fails_the_setup() -> None:

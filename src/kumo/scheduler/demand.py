@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from kumo.model.cpu import CLUSTER_DEFAULT
 from kumo.model.vm import VMSpec
 from kumo.scheduler.placement import Demand
@@ -25,4 +27,13 @@ def demand(spec: VMSpec) -> Demand:
         anti_affinity=spec.placement.anti_affinity,
         allowed=frozenset() if pinned else frozenset(spec.ha.hosts),
         preferred=None if pinned else spec.ha.preferred,
+    )
+
+
+def ha_demand(spec: VMSpec) -> Demand:
+    """What a VM asks of a host when HA moves or places it (recovery, network-path failover):
+    the scheduler's demand, its HA hosts and preferred host, and no pin (``--host`` says
+    where to create it; ``ha.hosts`` says where it may run again)."""
+    return replace(
+        demand(spec), pin=None, allowed=frozenset(spec.ha.hosts), preferred=spec.ha.preferred
     )

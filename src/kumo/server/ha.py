@@ -46,8 +46,8 @@ from kumo.ha.recovery import (
 from kumo.model.ha import FencedHost, HAMode, HASettings, HAStatus, RecoveryState
 from kumo.model.host import HostRecord
 from kumo.model.vm import Migration, Placement, Power, VMSpec, VMState, VMStatus
-from kumo.scheduler.demand import demand
-from kumo.scheduler.placement import Chosen, Demand, NoValidHost, place
+from kumo.scheduler.demand import ha_demand
+from kumo.scheduler.placement import Chosen, NoValidHost, place
 from kumo.server.failback import Failback
 from kumo.server.placement import Placer
 from kumo.server.state import ClusterState
@@ -68,15 +68,6 @@ class Recovered:
     vm: str
     host: str
     was_on: str
-
-
-def ha_demand(spec: VMSpec) -> Demand:
-    """What a VM asks of a host when HA places it: the scheduler's demand, its HA hosts and
-    preferred host, and no pin (``--host`` says where to create it; ``ha.hosts`` says where
-    it may run again)."""
-    return replace(
-        demand(spec), pin=None, allowed=frozenset(spec.ha.hosts), preferred=spec.ha.preferred
-    )
 
 
 def wants_recovery(spec: VMSpec) -> bool:

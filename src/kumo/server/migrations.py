@@ -23,7 +23,7 @@ from kumo.model.vm import (
     VMState,
     VMStatus,
 )
-from kumo.scheduler.demand import demand
+from kumo.scheduler.demand import demand, ha_demand
 from kumo.scheduler.placement import Chosen, place, usage_of
 from kumo.server.errors import Conflict, Invalid
 from kumo.server.placement import Placer
@@ -142,11 +142,13 @@ class Migrations:
         override: MigrationOverride | None = None,
         fence: Fence = NO_FENCE,
         reason: str = "",
+        ha: bool = False,
     ) -> Task:
         """Ask the VM's host to move it to ``to`` (or the scheduler's choice): live, or
         ``cold`` for a stopped VM. Runs at once, or queues while the limits are reached.
         ``fence``: the leader's, when its maintenance controller asks; ``reason``: why,
-        when kumo asks itself (kept in the task and the event)."""
+        when kumo asks itself (kept in the task and the event); ``ha``: HA moves it (the
+        network-path failover), so its HA hosts and preferred host decide, not its pin."""
         if override is not None:
             _alone(override, "policy.")
         st, view = self.state, self.state.view
@@ -187,10 +189,10 @@ class Migrations:
                 "migration moves VMs whose disks are on a shared pool (start it and migrate "
                 "it live: the disk is copied)"
             )
-        if spec.placement.host is not None and to is None:
+        if spec.placement.host is not None and to is None and not ha:
             raise Conflict(f"vm {name} is pinned to host {spec.placement.host}; give --to")
         hosts = [h for h in st.sched_hosts() if h.name != source]
-        d = dataclasses.replace(demand(spec), pin=to)
+        d = dataclasses.replace(ha_demand(spec) if ha else demand(spec), pin=to)
         result = place(d, hosts, usage_of(self.placer.placed(), exclude=name), st.policy)
         if not isinstance(result, Chosen):
             raise Conflict(str(result), "to")

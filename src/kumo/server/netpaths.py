@@ -187,7 +187,9 @@ class NetPaths:
         reason = f"{mark.path} path of {host} down since {_when(mark.since)}"
         for spec in sorted(due, key=lambda s: (-s.ha.priority, s.name)):
             try:
-                self.migrations.migrate(spec.name, None, self.actor, fence=fence, reason=reason)
+                self.migrations.migrate(
+                    spec.name, None, self.actor, fence=fence, reason=reason, ha=True
+                )
             except ApiError as exc:
                 why = f"stays on {host} ({reason}): cannot move: {exc}"
                 if self.said.get(spec.name) != why:

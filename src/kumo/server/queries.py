@@ -20,10 +20,10 @@ from kumo.model.host import (
     Pool,
 )
 from kumo.model.vm import Migration, Placement, VMSpec, VMState, VMStatus
-from kumo.scheduler.demand import demand
+from kumo.scheduler.demand import demand, ha_demand
 from kumo.scheduler.placement import Placed
 from kumo.server.errors import Conflict, NotFound
-from kumo.server.ha import ha_demand, wants_recovery
+from kumo.server.ha import wants_recovery
 from kumo.server.schemas import (
     HAHostView,
     HAPlan,
