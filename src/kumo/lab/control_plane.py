@@ -184,7 +184,7 @@ def start_agent(plan: LabPlan, host: Node, domain_type: str) -> None:
 def start_watchdog(host: Node) -> None:
     """The host's ``kumo watchdog``: kills its HA guests when its agent stops feeding it."""
     spawn(
-        [*enter(host.netns, host.name), *_kumo("watchdog")],
+        [*enter(host.netns, host.name), *_kumo("watchdog", "--no-device")],
         str(STATE_DIR / host.name / "watchdog.log"),
     )
 
