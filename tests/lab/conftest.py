@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 import subprocess
@@ -172,60 +171,3 @@ def vms() -> Iterator[VMs]:
     finally:
         made.delete_all()
 
-
-class ConsolePoller:
-    """Reads a VM's serial console through the API every 0.2 s, noting when each heartbeat
-    line (boot id, counter) was first seen: the guest's own account of its life, wherever it
-    runs, also while its public network is cut off. ``silences()``: the gaps between new lines."""
-
-    def __init__(self, vm: str) -> None:
-        import json as _json
-        from pathlib import Path
-
-        import httpx
-
-        cfg = _json.loads(Path("/run/kumo-lab/client.json").read_text())
-        self.http = httpx.Client(
-            base_url=cfg["url"] + "/api/v1",
-            headers={"Authorization": f"Bearer {cfg['token']}"},
-            timeout=5,
-        )
-        self.vm = vm
-        self.seen: dict[tuple[str, int], float] = {}
-        self.errors = 0
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                r = self.http.get(f"/vms/{self.vm}/console-log", params={"bytes": 600})
-                now = time.monotonic()
-                if r.status_code == 200:
-                    for b, n, _ in HEARTBEAT.findall(r.text):
-                        self.seen.setdefault((b, int(n)), now)
-                else:
-                    self.errors += 1
-            except Exception:  # the API or the agent busy: the next poll tells
-                self.errors += 1
-            self._stop.wait(0.2)
-
-    def boots(self) -> set[str]:
-        return {b for b, _ in self.seen}
-
-    def silences(self) -> list[float]:
-        times = sorted(self.seen.values())
-        return [b - a for a, b in itertools.pairwise(times)]
-
-    def wait_more(self, more: int, timeout: float = 60) -> None:
-        want = len(self.seen) + more
-        deadline = time.monotonic() + timeout
-        while len(self.seen) < want:
-            assert time.monotonic() < deadline, f"{self.vm}: console silent"
-            time.sleep(0.2)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.thread.join(timeout=10)
-        self.http.close()
