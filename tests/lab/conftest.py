@@ -170,4 +170,3 @@ def vms() -> Iterator[VMs]:
         yield made
     finally:
         made.delete_all()
-
