@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from kumo.cli import cluster
 from kumo.cli import ha as ha_cli
+from kumo.model.host import Degraded, HostPaths, NetPath, PathState, PathStatus
 from kumo.model.vm import VMSpec
 from kumo.server.app import create_app
 from kumo.server.auth import bootstrap
@@ -23,7 +24,7 @@ from kumo.sim.cluster import define_basics, register_hosts, sim_host
 from kumo.store import keys
 from kumo.store.base import Delete
 from kumo.store.memory import MemoryStore
-from kumo.store.records import load
+from kumo.store.records import load, put
 
 cli = typer.Typer()
 cli.add_typer(cluster.vm_app, name="vm")
@@ -126,3 +127,35 @@ def test_fence_status_plan_settings(server: tuple[dict[str, str], MemoryStore]) 
     assert "confirmed by api:admin" in status and "recovering" in status
     assert "grace 2 s" in " ".join(run(env, "ha", "settings").split())
     assert "grace 3.5 s" in " ".join(run(env, "ha", "settings", "--grace", "3.5").split())
+    out = " ".join(run(env, "host", "list", "-o", "json").split())
+    assert '"fenced": {' in out
+    table = " ".join(run(env, "host", "list").split())
+    assert "fenced: confirmed by api:admin" in table  # why it is fenced, in the list
+    paths = " ".join(run(env, "ha", "settings", "--path-misses", "4", "--path-up", "8").split())
+    assert "down after 4 misses, up after 8 s of answers" in paths
+    assert "grace 3.5 s" in paths  # the other timings kept
+
+
+def test_host_list_shows_each_hosts_paths_and_why_it_is_degraded(
+    server: tuple[dict[str, str], MemoryStore],
+) -> None:
+    env, store = server
+    now = 1000.0
+    down = PathStatus(state=PathState.DOWN, targets=("198.18.0.1",), since=now)
+    up = PathStatus(state=PathState.UP, targets=("198.18.1.10",), since=now)
+    store.commit(
+        [],
+        [
+            put(keys.PATHS + "h1", HostPaths(host="h1", public=down, storage=up, at=now)),
+            put(
+                keys.DEGRADED + "h1",
+                Degraded(host="h1", path=NetPath.PUBLIC, since=now, reason="public gone", at=now),
+            ),
+        ],
+    )
+    try:
+        table = " ".join(run(env, "host", "list").split())
+        assert "public down, storage up" in table and "degraded: public gone" in table
+        assert "h1 │ degraded │ False" in table
+    finally:
+        store.commit([], [Delete(keys.PATHS + "h1"), Delete(keys.DEGRADED + "h1")])
