@@ -131,10 +131,13 @@ def test_a_restart_within_one_tick_is_counted() -> None:
     assert failures[1].endswith("failed at t=5.500: vm vm1 booted again at t=5.500")
 
 
-def test_a_fault_the_world_cannot_simulate_fails_the_scenario() -> None:
-    s = loads(BASE + "events:\n  - {at: 2, do: reboot h1}\n")
+def test_a_command_the_cluster_refuses_fails_the_scenario() -> None:
+    s = loads(
+        BASE + "vms:\n  - {name: vm1, host: h1}\nevents:\n  - {at: 2, do: vm migrate vm1 h1}\n"
+    )
     [failure] = run(s).failures
-    assert str(failure).startswith("events[0] (line 4) failed at t=2.000: NotSimulated: reboot h1")
+    assert str(failure).startswith("events[0] (line 6) failed at t=2.000: Conflict: ")
+    assert "already runs on h1" in str(failure)
 
 
 def test_a_vm_that_does_not_fit_fails_the_setup() -> None:

@@ -10,7 +10,7 @@ from kumo.hypervisor.base import DomainState
 from kumo.model.vm import Placement
 from kumo.server.schemas import VMCreate
 from kumo.sim.invariants import InvariantViolated
-from kumo.sim.world import NotSimulated, World
+from kumo.sim.world import World
 from kumo.store import keys
 from kumo.store.base import Put
 from kumo.store.records import load
@@ -156,10 +156,22 @@ def test_a_write_from_a_fenced_agent_is_caught() -> None:
     assert len(w.violations) == 1
 
 
-def test_the_faults_not_simulated_yet_say_so() -> None:
-    w = World(replicas=0)
-    with pytest.raises(NotSimulated, match="reboot h1: not simulated yet"):
-        w.apply(f.Reboot("h1"))
+def test_a_clean_reboot_freezes_the_hosts_vms_and_an_operators_fence_recovers_them() -> None:
+    """Proxmox's "freeze": a host going down for a reboot shuts its VMs down and they wait
+    for it (HA does not fence it); an operator who knows it will not come back fences it, and
+    the fence wins. (tests/scenarios/ha/reboot-clean.yaml: the VM runs again on the host.)"""
+    w = World(replicas=1)
+    w.service.create_vm(VMCreate(name="web1", image="img", memory_mib=128, host="h1"), "t")
+    w.run(3)
+    w.apply(f.Reboot("h1"))
+    w.run(15)  # the lease is long gone, the grace too: a dead host would be fenced by now
+    assert w.running_on("web1") == [] and w.store.get(keys.FENCED + "h1") is None
+    assert w.store.get(keys.FROZEN + "h1") is not None
+    w.apply(f.Fence("h1"))  # the operator: it will not come back soon
+    w.run(3)
+    assert w.running_on("web1") in (["h2"], ["h3"])
+    w.run(10)  # h1 boots again: the VM stays where it was recovered, and runs once
+    assert w.running_on("web1") in (["h2"], ["h3"]) and w.store.get(keys.FROZEN + "h1") is None
 
 
 def test_the_virtual_clock_moves_only_with_the_world() -> None:

@@ -52,7 +52,7 @@ from kumo.hypervisor.base import (
 from kumo.hypervisor.domain import CPUConfig, DiskConfig, DomainConfig, NicConfig, config_digest
 from kumo.model.activity import TaskState
 from kumo.model.cpu import CLUSTER_DEFAULT, ClusterCPU, CPUDef
-from kumo.model.ha import HAMode, HASettings
+from kumo.model.ha import FrozenHost, HAMode, HASettings
 from kumo.model.host import HostPaths, HostRecord, Image, NetPath, Network, PathState, Pool
 from kumo.model.vm import (
     Migration,
@@ -143,6 +143,7 @@ class Agent:
         self.peers_read = float("-inf")  # when a pass last read them (monotonic)
         self.self_fence = SelfFence(config.host, self.keeper, hv, clock, self._ask_peer)
         self._pool_executor: ThreadPoolExecutor | None = None  # made at the first busy pass
+        self.frozen = False  # freeze(): the host is going down cleanly; start nothing more
         # the network-path monitor (check_paths): pings through ``probe``, judged by ``paths``
         self.probe = probe
         self.paths = PathMonitor()
@@ -206,7 +207,60 @@ class Agent:
         self.token = rev or 0
         self._learn_peers()  # again at the first pass and then often: hosts register together
         self._report_self_fence()
+        self._thaw()
         self._update_cluster_cpu()
+
+    # -- a clean reboot (Proxmox's "freeze") -----------------------------------------------
+    def freeze(self, reason: str) -> list[str]:
+        """The host is going down cleanly (a reboot): record it (``FrozenHost``, so that HA
+        neither fences the host nor recovers its VMs), start nothing more, and ask every
+        running kumo guest here to shut down (ACPI). Returns the domains asked. Their VMs
+        run here again when the agent registers after the reboot (:meth:`_thaw`)."""
+        self.frozen = True
+        host = self.config.host
+        record = FrozenHost(host=host, reason=reason, since=self.clock.now())
+        running = sorted(
+            d.name for d in self.hv.domains() if d.kumo_vm and d.state == DomainState.RUNNING
+        )
+        message = f"{reason}: its VMs are frozen here, not recovered elsewhere" + (
+            f"; shutting down {', '.join(running)}" if running else ""
+        )
+        log.warning("host %s: %s", host, message)
+        self.commit(
+            self.fence(),
+            [],
+            [
+                put(keys.FROZEN + host, record),
+                self._event(self.actor, f"host/{host}", "frozen", message),
+            ],
+        )
+        for name in running:
+            try:
+                self.hv.shutdown(name)
+            except HypervisorError as exc:
+                log.error("freeze: %s", exc)
+        return running
+
+    def _thaw(self) -> None:
+        """Registered again after a clean reboot: the frozen mark goes, and the VMs still
+        placed here start again on this host's next passes."""
+        host = self.config.host
+        found = self.store.get(keys.FROZEN + host)
+        if found is None:
+            return
+        self.commit(
+            self.fence(),
+            [Compare(keys.FROZEN + host, found.mod_revision)],
+            [
+                Delete(keys.FROZEN + host),
+                self._event(
+                    self.actor,
+                    f"host/{host}",
+                    "thawed",
+                    "back after a clean reboot: its VMs run again",
+                ),
+            ],
+        )
 
     def _register(self, record: HostRecord, lease: int, facts: HostFacts) -> int | None:
         """The registration's commit: the host record, the alive key under the new lease and,
@@ -532,6 +586,8 @@ class Agent:
     def run_once(self) -> None:
         if not self.keeper.valid:
             return  # no lease: start nothing (the leader may be running our VMs elsewhere)
+        if self.frozen:
+            return  # going down cleanly: its VMs wait for the host (freeze)
         self._report_self_fence()
         if self.clock.monotonic() - self.peers_read > PEERS_EVERY_S:
             self._learn_peers()

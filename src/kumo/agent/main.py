@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 from typing import Literal
 
-from kumo.agent import http
+from kumo.agent import http, shutdown
 from kumo.agent.agent import Agent, AgentConfig, AgentDaemon
 from kumo.hypervisor.libvirt_hv import LibvirtHypervisor
 from kumo.server.auth import AGENT_SECRET
@@ -46,4 +47,10 @@ def run(
     http.serve(
         address, port, config.serial_log_dir, secret, agent.incoming, lease=agent.lease_state
     )
+
+    def stop(_signum: int, _frame: object) -> None:
+        shutdown.on_stop(agent)  # a reboot freezes the host's VMs (shutdown.py)
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
     AgentDaemon(agent).run()

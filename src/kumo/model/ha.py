@@ -50,6 +50,18 @@ class FencedHost(Frozen):
     by: str  # the actor: "controller:ha" or the operator
 
 
+class FrozenHost(Frozen):
+    """``/kumo/frozen/<host>``: the host is going down cleanly (a reboot), Proxmox's "freeze"
+    shutdown policy: its agent shut its VMs down and wrote this while it held its lease. HA
+    neither fences the host nor recovers its VMs; they run there again when it is back. Its
+    agent removes it when it registers again; an operator who knows the host will not come
+    back fences it (`kumo host fence H --confirm`): the fence wins and its VMs are recovered."""
+
+    host: Name
+    reason: str
+    since: float  # wall clock
+
+
 class RecoveryState(StrEnum):
     RECOVERING = "recovering"  # fits nowhere now; retried every pass
     ERROR = "error"  # start failures used up max_restart and max_relocate

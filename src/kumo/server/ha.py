@@ -95,12 +95,15 @@ class HAManager:
         hosts = st.view.models(HostRecord, keys.HOSTS)
         alive = st.alive()
         fenced = st.view.models(FencedHost, keys.FENCED)
+        # a host going down cleanly (a reboot) is neither fenced nor recovered: its VMs wait
+        # for it (FrozenHost); an operator's fence still recovers them
+        frozen = {e.key[len(keys.FROZEN) :] for e in st.view.range(keys.FROZEN)}
         for h in list(self.gone_since):
-            if h in alive or h not in hosts or h in fenced:
+            if h in alive or h not in hosts or h in fenced or h in frozen:
                 del self.gone_since[h]
         soonest: float | None = None
         for h in sorted(hosts):
-            if h in alive or h in fenced:
+            if h in alive or h in fenced or h in frozen:
                 continue
             since = self.gone_since.setdefault(h, now)
             left = since + settings.grace_s - now
@@ -129,7 +132,12 @@ class HAManager:
             by=ACTOR,
         )
         ok = st.commit(
-            [*fence.compares, Compare(keys.ALIVE + host, 0), Compare(keys.FENCED + host, 0)],
+            [
+                *fence.compares,
+                Compare(keys.ALIVE + host, 0),
+                Compare(keys.FENCED + host, 0),
+                Compare(keys.FROZEN + host, 0),
+            ],
             [
                 put(keys.FENCED + host, rec),
                 st.event(ACTOR, f"host/{host}", "fenced", rec.reason),

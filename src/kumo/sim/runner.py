@@ -219,7 +219,7 @@ class Runner:
     def _apply(self, e: sc.Event, t: float) -> None:
         try:
             self.world.apply(e.do)
-        except Exception as exc:  # NotSimulated, or a command the service refused
+        except Exception as exc:  # a command the service refused
             self.world.note(f"refused: {exc}")
             self._fail(f"events[{e.index}] (line {e.line})", t, f"{type(exc).__name__}: {exc}")
 

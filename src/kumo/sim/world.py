@@ -18,12 +18,13 @@ runs unless ``step`` runs it, always in the same order:
 Agent-to-agent HTTP (the link probe, a copied disk's ``incoming``) is a direct call, through
 the storage link. Time, ids and random bits come from the clock, one ``CountedIds`` and one
 seeded ``random.Random``: the same seed and the same faults give the same log, byte for byte
-(tests/unit/test_sim_world.py). ``apply`` takes a :class:`kumo.faults.Fault`; the ones that
-need HA (issue #10) raise :class:`NotSimulated`, naming the fault.
+(tests/unit/test_sim_world.py). ``apply`` takes a :class:`kumo.faults.Fault`; every fault of
+the vocabulary is simulated (a command the service refuses raises its error).
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import uuid
 from collections.abc import Callable, Sequence
@@ -58,8 +59,7 @@ from kumo.store.records import put
 REFRESH_S = 30.0  # the agent daemon's host refresh period
 
 
-class NotSimulated(NotImplementedError):
-    """A fault the simulator cannot honour yet: it needs what issue #10 (HA) adds."""
+REBOOT_S = 20.0  # a simulated host's clean reboot: off this long, then powered on
 
 
 class SimHypervisor(FakeHypervisor):
@@ -106,6 +106,7 @@ class SimHost:
     links: Links = field(default_factory=Links)
     last_refresh: float = 0.0
     last_paths: float = float("-inf")  # when its agent last pinged (a round per interval)
+    boot_at: float | None = None  # rebooting: when it is powered on again (monotonic)
     guests: dict[str, DomainState] = field(default_factory=dict)  # as last logged
     fed: float | None = None  # when its agent last fed the watchdog (None: not armed)
 
@@ -302,6 +303,11 @@ class World:
     def step(self, dt: float = 1.0) -> None:
         """One tick: the clock, the replicas, the agents, then look (see the module doc)."""
         self.clock.advance(dt)
+        for host in self.hosts.values():
+            if host.boot_at is not None and self.clock.monotonic() >= host.boot_at - 1e-9:
+                host.boot_at = None
+                self.note(f"{host.name}: powered on after its reboot")
+                self._apply(f.PowerOn(host.name))
         for replica in self.replicas:
             self._step_replica(replica)
         for name in sorted(self.hosts):
@@ -446,8 +452,7 @@ class World:
 
     # -- faults ------------------------------------------------------------------------
     def apply(self, fault: f.Fault) -> None:
-        """Apply ``fault`` now (logged). :class:`NotSimulated` for the faults that need HA
-        or domain states the fake hypervisor does not model yet (issue #10)."""
+        """Apply ``fault`` now (logged)."""
         self.note(f"fault: {f.describe(fault)}")
         self._apply(fault)
         self._log_commits()  # what the fault wrote (an operator's command), at its time
@@ -522,11 +527,17 @@ class World:
                 self.service.commands.fence_host(h, "sim", force=True)  # trusted (SCENARIOS.md)
             case f.VmHa(vm, mode):
                 self._set_ha(vm, mode)
-            case f.Reboot():
-                raise NotSimulated(
-                    f"{f.describe(fault)}: not simulated yet; it needs HA (fencing, recovery, "
-                    "paused domains), which issue #10 adds"
-                )
+            case f.Reboot(h):
+                # systemd stops the agent for a reboot: it freezes (agent/shutdown.py), the
+                # guests shut down, the host goes off and comes back REBOOT_S later
+                host = self.hosts[h]
+                if host.agent is not None and host.registered:
+                    # a freeze that cannot be written: the host reboots all the same
+                    with contextlib.suppress(StoreUnavailable, Fenced, HypervisorError):
+                        host.agent.freeze("clean reboot of the host")
+                host.hv.power_off()
+                host.powered, host.agent, host.registered = False, None, False
+                host.boot_at = self.clock.monotonic() + REBOOT_S
 
     def _set_ha(self, vm: str, mode: str) -> None:
         """``vm ha VM restart|off``: the VM's HA mode changed as the API's command changes it

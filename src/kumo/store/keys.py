@@ -19,6 +19,8 @@
                                                  paths (agent/paths.py)
 /kumo/degraded/<host>     Degraded              leader: a path of the host is down while most
                                                  other up hosts have it (server/netpaths.py)
+/kumo/frozen/<host>       FrozenHost            agent, before a clean reboot (its VMs wait for it,
+                                                 not recovered); the agent removes it when back
 /kumo/ha/<vm>             HAStatus              leader: a VM HA is recovering (absent otherwise)
 /kumo/pools/<pool>, /kumo/networks/<net>, /kumo/images/<image>    API
 /kumo/pool-ids/<pool>     PoolIdentity          the first agent to see the shared pool (create once)
@@ -47,6 +49,7 @@ MIGRATIONS = ROOT + "migrations/"
 MAINTENANCE = ROOT + "maintenance/"
 FENCED = ROOT + "fenced/"
 HA = ROOT + "ha/"
+FROZEN = ROOT + "frozen/"
 PATHS = ROOT + "paths/"
 DEGRADED = ROOT + "degraded/"
 POOLS = ROOT + "pools/"
