@@ -625,3 +625,32 @@ def test_a_replaced_agent_cannot_report_paths() -> None:
     assert old.paths_up(NetPath.STORAGE) is False  # judged, but not reported:
     paths, entry = reported(w)
     assert paths.storage.state == PathState.UP and entry.lease == new.lease
+
+
+def test_a_pass_ends_only_when_every_vm_of_it_is_done_even_after_an_error() -> None:
+    """One VM's reconcile fails (etcd away) while another's start is still in libvirt: the
+    pass waits for that start before it raises, so the next pass can never start the same
+    VM a second time beside it (a false "already running" start failure)."""
+    import dataclasses
+    import threading
+
+    from kumo.store.base import StoreUnavailable
+
+    w = World()
+    w.agent.config = dataclasses.replace(w.agent.config, threaded=True, workers=4)
+    for name in ("a1", "a2"):
+        w.submit(w.spec(name))
+    real = w.agent._reconcile
+    done = threading.Event()
+
+    def reconcile(spec: VMSpec, *args: object, **kw: object) -> None:
+        if spec.name == "a1":
+            raise StoreUnavailable("etcd: connection refused")
+        threading.Event().wait(0.3)  # a start inside libvirt
+        real(spec, *args, **kw)  # type: ignore[arg-type]
+        done.set()
+
+    w.agent._reconcile = reconcile  # type: ignore[method-assign]
+    with pytest.raises(StoreUnavailable):
+        w.agent.run_once()
+    assert done.is_set()  # a2's reconcile had ended when the pass raised

@@ -60,9 +60,13 @@ def test_a_host_is_degraded_only_when_most_other_hosts_have_the_path(
     assert set(judge(paths(state)).degrade) == set(degraded)
 
 
-def test_the_storage_path_is_judged_the_same_way_and_public_comes_first() -> None:
+def test_the_storage_path_is_judged_the_same_way_and_comes_first() -> None:
+    """h3 lost both: it is marked for its storage path, so nothing is live-migrated over the
+    network that failed."""
     v = judge(paths({"h1": U, "h2": U, "h3": D, "h4": U}, {"h1": D, "h2": U, "h3": D, "h4": U}))
-    assert v.degrade == {"h1": NetPath.STORAGE, "h3": NetPath.PUBLIC}
+    assert v.degrade == {"h1": NetPath.STORAGE, "h3": NetPath.STORAGE}
+    v = judge(paths({"h1": U, "h2": U, "h3": D, "h4": U}))
+    assert v.degrade == {"h3": NetPath.PUBLIC}
     v = judge(paths({"h1": U, "h2": U}, {"h1": D, "h2": D}))
     assert v.degrade == {} and v.everywhere == (NetPath.STORAGE,)
 
@@ -94,3 +98,28 @@ def test_a_vm_created_with_host_moves_off_a_host_that_lost_the_router() -> None:
     w.run(10)
     assert load(w.store, Degraded, keys.DEGRADED + "h1") is None
     assert w.running_on("web1") == ["h2"]  # no failback asked: it stays
+
+
+def test_a_degraded_host_is_judged_again_every_pass() -> None:
+    """h1 alone lost the router: degraded, its VM moves. Then the router goes for everyone:
+    h1 is no longer the odd one out, its mark goes, and nothing else moves (an HA VM turned
+    on meanwhile stays where it is). The router back, h1 (its link still cut) is degraded again."""
+    w = World(replicas=1)
+    _vm(w, "web1", "h1")
+    _vm(w, "web2", "h1", mode="off")
+    w.run(3)
+    w.apply(f.Link("h1", "public", up=False))
+    w.run(15)
+    assert load(w.store, Degraded, keys.DEGRADED + "h1") is not None
+    assert w.running_on("web1") != ["h1"] and w.running_on("web2") == ["h1"]
+    w.apply(f.Router(up=False))
+    w.run(6)
+    assert load(w.store, Degraded, keys.DEGRADED + "h1") is None
+    assert [h.state for h in w.service.queries.hosts()] == ["up", "up", "up"]
+    w.apply(f.VmHa("web2", "restart"))
+    w.run(10)
+    assert w.running_on("web2") == ["h1"]  # the router down for everyone moves nothing
+    assert any("lost by most hosts now" in line for line in w.log)
+    w.apply(f.Router(up=True))
+    w.run(10)  # h1's own link is still cut: once the others have the router, it is odd again
+    assert [h.state for h in w.service.queries.hosts()] == ["degraded", "up", "up"]

@@ -27,7 +27,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -150,6 +150,7 @@ class Agent:
         self.path_interval_s = HASettings().path_interval_s
         self._dampening = Dampening.of(HASettings())
         self._path_targets: dict[NetPath, tuple[str, ...]] = {}
+        self._path_config_read = False  # targets and timings read once at least
         self._paths_lock = threading.Lock()  # check_paths' thread and a re-registration
         self._paths_written: tuple[HostPaths, int] | None = None  # (record less ``at``, lease)
         self._path_events: list[Put] = []  # judgements not yet written (the store out of reach)
@@ -365,9 +366,12 @@ class Agent:
     def check_paths(self) -> None:
         """One round of the path monitor: ping every target of both paths at once, judge,
         and report a changed judgement (or the first one, or after a new lease) under this
-        agent's lease and token, with an event per changed path. Judging goes on while the
-        store is out of reach (the storage path may be why); the report waits for it."""
-        self._read_path_config()
+        agent's lease and token, with an event per changed path. The targets and timings are
+        read by the reconcile passes (:meth:`run_once`), not here: etcd is reached over the
+        storage network, and a round must not wait on it while that is the path that failed.
+        Judging goes on while the store is out of reach; the report waits for it."""
+        if not self._path_config_read:
+            self._read_path_config()  # the first round, before any pass
         targets = self._path_targets
         every = sorted({t for ts in targets.values() for t in ts})
         try:
@@ -412,6 +416,7 @@ class Agent:
         except StoreUnavailable:
             return
         settings = found[0] if found else HASettings()
+        self._path_config_read = True
         self._dampening = Dampening.of(settings)
         self.path_interval_s = settings.path_interval_s
         if record is not None:
@@ -424,8 +429,8 @@ class Agent:
         lease = self.lease
         if (judged.model_copy(update={"at": 0.0}), lease) == self._paths_written:
             return
-        if not self.keeper.valid:
-            return  # no lease to bind it to: written again after the registration
+        if not self.keeper.valid or self.keeper.failing:
+            return  # no lease to bind it to, or the store out of reach: a later round
         ops: list[Put | Delete] = [put(keys.PATHS + self.config.host, judged, lease)]
         try:
             rev = self.commit(self.fence(), [], [*ops, *self._path_events])
@@ -588,6 +593,7 @@ class Agent:
             return  # no lease: start nothing (the leader may be running our VMs elsewhere)
         if self.frozen:
             return  # going down cleanly: its VMs wait for the host (freeze)
+        self._read_path_config()  # for the path monitor's thread (check_paths)
         self._report_self_fence()
         if self.clock.monotonic() - self.peers_read > PEERS_EVERY_S:
             self._learn_peers()
@@ -635,10 +641,14 @@ class Agent:
 
         todo = [n for n in mine if n in specs]
         if self.config.threaded and self.config.workers > 1 and len(todo) > 1:
-            # each VM's reconcile touches only its own domain, disk and records; the
-            # first error (our own lease lost) ends the pass as it does in the loop below
-            for _ in self._workers().map(one, todo):
-                pass
+            # each VM's reconcile touches only its own domain, disk and records. Every
+            # worker ends before the pass does (a next pass must never work on a VM a worker
+            # still starts); then the first error (our own lease lost, etcd away) is raised
+            # as the loop below raises it
+            futures = [self._workers().submit(one, n) for n in todo]
+            wait(futures)
+            for fut in futures:
+                fut.result()
         else:
             for name in todo:
                 one(name)
@@ -690,6 +700,7 @@ class Agent:
             io_paused = self.mem.io_paused.setdefault(name, self.clock.now())
         else:
             self.mem.io_paused.pop(name, None)
+        storage = self.paths.status(NetPath.STORAGE)  # one read: the paths thread replaces it
         seen = Observed(
             domain=dom,
             disk_exists=self.volumes.exists(pool.path, name),
@@ -697,8 +708,8 @@ class Agent:
             stop_since=self.mem.stop_since.get(name),
             want_digest=self._want_digest(spec, pool) if dom is not None else None,
             start_held=_start_held(spec, status, self.config.host, placed_rev),
-            storage=self.paths.status(NetPath.STORAGE).state,
-            storage_since=self.paths.status(NetPath.STORAGE).since,
+            storage=storage.state,
+            storage_since=storage.since,
             io_paused_since=io_paused,
         )
         decision = decide(spec, seen, self.clock.now())

@@ -77,7 +77,8 @@ class HostPaths(Frozen):
 
 class Degraded(Frozen):
     """``/kumo/degraded/<host>``: the leader found a path of the host down while most other
-    up hosts have it. Removed when the path has been up again for the stabilisation."""
+    up hosts have it. Removed as soon as that no longer holds (the path back, or lost by
+    most hosts, or no longer judged); failback then waits for the stabilisation period."""
 
     host: Name
     path: NetPath

@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 
 from kumo.model.ha import HAMode
-from kumo.model.host import Degraded, HostPaths, NetPath, PathState
+from kumo.model.host import Degraded, HostPaths, HostRecord, NetPath, PathState
 from kumo.model.vm import Migration, Placement, Power, VMSpec, VMState, VMStatus
 from kumo.server.errors import ApiError
 from kumo.server.migrations import Migrations
@@ -47,7 +47,7 @@ log = logging.getLogger("kumo.netpaths")
 
 @dataclass(frozen=True)
 class Verdict:
-    degrade: dict[str, NetPath]  # host -> the path it alone lost (public before storage)
+    degrade: dict[str, NetPath]  # host -> the path it alone lost (storage before public)
     everywhere: tuple[NetPath, ...]  # paths every reporting up host lost: nothing moves
 
 
@@ -56,7 +56,9 @@ def judge(paths: dict[str, HostPaths]) -> Verdict:
     which paths are down for everyone."""
     degrade: dict[str, NetPath] = {}
     everywhere = []
-    for net in (NetPath.PUBLIC, NetPath.STORAGE):
+    # storage first: a host that lost both is marked for its storage path, and nothing is
+    # moved (migrations cross the storage network); fencing takes over if its lease goes
+    for net in (NetPath.STORAGE, NetPath.PUBLIC):
         known = {h: p.path(net).state for h, p in paths.items()}
         known = {h: s for h, s in known.items() if s != PathState.UNKNOWN}
         down = sorted(h for h, s in known.items() if s == PathState.DOWN)
@@ -97,15 +99,17 @@ class NetPaths:
             if host not in marks:
                 self._mark(host, net, paths[host], len(paths) - 1, fence)
         for host, (mark, rev) in sorted(marks.items()):
-            p = paths.get(host)
-            if p is not None and p.path(mark.path).state == PathState.UP:
-                self._unmark(host, mark, rev, fence)
-        st.view.sync()
-        marks = st.view.models(Degraded, keys.DEGRADED)
+            # judged again every pass: a host is degraded only while the rule holds (its
+            # path back, unknown, or lost by most hosts: the mark goes); a host that is
+            # down keeps its mark until its agent reports again
+            if host in paths and verdict.degrade.get(host) != mark.path:
+                self._unmark(host, mark, rev, paths[host], fence)
+            elif host not in st.view.models(HostRecord, keys.HOSTS):
+                self._unmark(host, mark, rev, None, fence)  # the host was removed
         asked = []
-        for host, (mark, _) in sorted(marks.items()):
-            if mark.path == NetPath.PUBLIC and host in alive:
-                asked += self._evacuate(host, mark, fence)
+        for host, net in sorted(verdict.degrade.items()):
+            if net == NetPath.PUBLIC:
+                asked += self._evacuate(host, net, paths[host].public.since, fence)
         return asked
 
     def _say_everywhere(self, verdict: Verdict, fence: Fence) -> None:
@@ -152,9 +156,17 @@ class NetPaths:
         else:
             log.warning("host %s degraded: %s", host, reason)
 
-    def _unmark(self, host: str, mark: Degraded, rev: int, fence: Fence) -> None:
+    def _unmark(
+        self, host: str, mark: Degraded, rev: int, paths: HostPaths | None, fence: Fence
+    ) -> None:
         st = self.state
-        msg = f"{mark.path} path back: schedulable again"
+        state = paths.path(mark.path).state if paths is not None else None
+        if state == PathState.UP:
+            msg = f"{mark.path} path back: schedulable again"
+        elif state == PathState.DOWN:
+            msg = f"{mark.path} path lost by most hosts now, not by {host} alone: schedulable again"
+        else:
+            msg = f"{mark.path} path no longer judged ({state or 'host removed'}): mark removed"
         ops: list[Put | Delete] = [
             Delete(keys.DEGRADED + host),
             st.event(self.actor, f"host/{host}", "degraded-cleared", msg),
@@ -162,7 +174,7 @@ class NetPaths:
         if st.commit([*fence.compares, Compare(keys.DEGRADED + host, rev)], ops) is None:
             fence.check(st.store)
 
-    def _evacuate(self, host: str, mark: Degraded, fence: Fence) -> list[str]:
+    def _evacuate(self, host: str, net: NetPath, since: float, fence: Fence) -> list[str]:
         st = self.state
         specs = st.view.models(VMSpec, keys.VMS)
         placements = st.view.models(Placement, keys.PLACEMENT)
@@ -184,7 +196,7 @@ class NetPaths:
             ):
                 due.append(spec)
         asked = []
-        reason = f"{mark.path} path of {host} down since {_when(mark.since)}"
+        reason = f"{net} path of {host} down since {_when(since)}"
         for spec in sorted(due, key=lambda s: (-s.ha.priority, s.name)):
             try:
                 self.migrations.migrate(

@@ -344,6 +344,8 @@ class World:
         if not host.powered:
             host.fed = None  # the watchdog died with the host
             return
+        if not (self.nas_up and host.links.storage):
+            host.hv.storage_lost()  # a guest resumed while its disks are away pauses again
         if agent is None or host.paused:
             self._watchdog(host)
             return
