@@ -130,7 +130,7 @@ def one_run(plan: Any, api: Api, victim: str, tag: str) -> dict[str, Any]:
         beats = sorted({(b.boot, b.n): b.seen_at for b in tail.beats if b.vm == v}.values())
         silences[v] = round(max(b - a for a, b in itertools.pairwise(beats)), 2)
         boots[v] = len({b.boot for b in tail.beats if b.vm == v})
-    doubles = domain_doubles(sampler.samples)
+    doubles = domain_doubles(sampler.windows)
     stayed = all(api.vms()[v]["host"] != victim for v in stay)
     for name in names:
         kumo("vm", "delete", name, "--wait", timeout=300)

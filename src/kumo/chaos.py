@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -221,7 +222,9 @@ def _host_slot(healthy_at: Mapping[str, float], want: float) -> float:
 
 # -- what the samples say ---------------------------------------------------------------------
 
-Sample = tuple[float, frozenset[str]]  # (time, the domains a host runs then)
+# (asked, answered, the domains a host runs): libvirt's list was true at some instant
+# between the two wall-clock times (a busy libvirtd answers hundreds of ms late)
+Sample = tuple[float, float, frozenset[str]]
 
 
 @dataclass(frozen=True)
@@ -255,23 +258,21 @@ def _doubles(
     vm: str,
     evidence: str,
     spans: Mapping[str, Sequence[Span]],
-    seen: Mapping[str, Sequence[float]],
-    margin: float = 0.0,
+    seen: Mapping[str, Sequence[Span]],
 ) -> list[DoubleRun]:
-    """``spans``: for each runner of ``vm``, the stretches it was seen running throughout;
-    ``seen``: every instant each runner was seen running (sorted). Another runner seen
-    inside a runner's stretch (more than ``margin`` from its ends) is a double run; instants
-    of one pair less than 5 s apart make one."""
+    """``spans``: for each runner of ``vm``, the stretches it surely ran it throughout;
+    ``seen``: for each runner, the windows it was seen running it in, at some instant of each
+    (in order, not overlapping). Another runner's window wholly inside a runner's stretch is
+    a double run; windows of one pair less than 5 s apart make one."""
     hits: dict[tuple[str, str], list[float]] = {}
     for a, stretches in spans.items():
-        for s0, s1 in stretches:
-            t0, t1 = s0 + margin, s1 - margin
-            for b, times in seen.items():
+        for t0, t1 in stretches:
+            for b, windows in seen.items():
                 if b == a:
                     continue
-                k = bisect.bisect_right(times, t0)
-                if k < len(times) and times[k] < t1:
-                    hits.setdefault((min(a, b), max(a, b)), []).append(times[k])
+                k = bisect.bisect_right(windows, (t0, math.inf))  # the first to start after t0
+                if k < len(windows) and windows[k][1] < t1:
+                    hits.setdefault((min(a, b), max(a, b)), []).append(windows[k][1])
     found = []
     for (a, b), times in sorted(hits.items()):
         times.sort()
@@ -286,28 +287,29 @@ def _doubles(
 
 
 def domain_doubles(
-    samples: Mapping[str, Sequence[Sample]], max_gap: float = 1.0, margin: float = 0.05
+    samples: Mapping[str, Sequence[Sample]], max_gap: float = 1.0
 ) -> list[DoubleRun]:
-    """VMs two hosts ran at one instant, from each host's samples of its running domains. Two
-    consecutive samples of a host both showing the VM (at most ``max_gap`` apart) say the
-    host ran it in between; another host's sample showing it in between (by more than
-    ``margin``: a sample's time is taken a few ms after libvirt's list) is a double run. A
-    live migration's switch-over falling between two hosts' samples is not one: the source
-    is paused before the target runs, and not seen running again."""
+    """VMs two hosts ran at one instant, from each host's samples of its running domains.
+    Two consecutive samples of a host both showing the VM (at most ``max_gap`` apart) say the
+    host ran it from the first's answer to the second's asking; another host's sample showing
+    it, asked and answered in between, is a double run. A live migration's switch-over is
+    not one: the source is paused before the target runs, and not seen running again; nor is
+    a slow answer: only the window a sample was taken in is trusted, not its last instant
+    (the 100-fault run of 2026-11-28 saw a source's late answer 'overlap' its target's)."""
     spans: dict[str, dict[str, list[Span]]] = {}
-    seen: dict[str, dict[str, list[float]]] = {}
+    seen: dict[str, dict[str, list[Span]]] = {}
     for host, rows in samples.items():
         ordered = sorted(rows, key=lambda s: s[0])
-        for t, names in ordered:
+        for asked, answered, names in ordered:
             for vm in names:
-                seen.setdefault(vm, {}).setdefault(host, []).append(t)
-        for (t0, names0), (t1, names1) in itertools.pairwise(ordered):
-            if t1 - t0 <= max_gap:
+                seen.setdefault(vm, {}).setdefault(host, []).append((asked, answered))
+        for (q0, a0, names0), (q1, a1, names1) in itertools.pairwise(ordered):
+            if a1 - q0 <= max_gap and a0 < q1:
                 for vm in names0 & names1:
-                    spans.setdefault(vm, {}).setdefault(host, []).append((t0, t1))
+                    spans.setdefault(vm, {}).setdefault(host, []).append((a0, q1))
     found = []
     for vm in sorted(spans):
-        found += _doubles(vm, "domains", spans[vm], seen[vm], margin)
+        found += _doubles(vm, "domains", spans[vm], seen[vm])
     return found
 
 
@@ -327,7 +329,9 @@ def heartbeat_doubles(beats: Sequence[Beat], max_gap: float = 2.5) -> list[Doubl
             k: [(t0, t1) for t0, t1 in itertools.pairwise(v) if t1 - t0 <= max_gap]
             for k, v in runners.items()
         }
-        found += _doubles(vm, "heartbeat", spans, runners)
+        found += _doubles(
+            vm, "heartbeat", spans, {k: [(t, t) for t in v] for k, v in runners.items()}
+        )
     return found
 
 

@@ -30,7 +30,7 @@ def sampler(plan: LabPlan) -> Iterator[RunningSampler]:
         yield s
     finally:
         s.stop()
-    assert domain_doubles(s.samples) == []
+    assert domain_doubles(s.windows) == []
     assert all(s.samples.values()), "a sampler saw nothing: the check above proved nothing"
 
 

@@ -121,7 +121,10 @@ class Agent:
         new_id: Callable[[], str] | None = None,
         ids: Ids = SYSTEM_IDS,
         probe: Probe = icmp_probe,
+        kill_guests: Callable[[], list[str]] = lambda: [],
     ) -> None:
+        """``kill_guests``: SIGKILL to every HA guest's QEMU on this host, for self-fencing
+        (the daemon passes the watchdog's ``bite``; none in simulations and tests)."""
         self.config = config
         self.store = store
         self.hv = hv
@@ -141,7 +144,9 @@ class Agent:
         self.secret = ""  # the agent secret as last read: peers are asked even without etcd
         self.peer_addrs: dict[str, tuple[str, int]] = {}  # other hosts' agents
         self.peers_read = float("-inf")  # when a pass last read them (monotonic)
-        self.self_fence = SelfFence(config.host, self.keeper, hv, clock, self._ask_peer)
+        self.self_fence = SelfFence(
+            config.host, self.keeper, hv, clock, self._ask_peer, kill=kill_guests
+        )
         self._pool_executor: ThreadPoolExecutor | None = None  # made at the first busy pass
         self.frozen = False  # freeze(): the host is going down cleanly; start nothing more
         # the network-path monitor (check_paths): pings through ``probe``, judged by ``paths``

@@ -375,7 +375,7 @@ class _Run:
     def report(self) -> chaos.Report:
         beats = list(self.heart.beats)
         gaps = chaos.outages(beats, self.names, self.t0, self.ended_at)
-        doubles = chaos.domain_doubles(self.sampler.samples) + chaos.heartbeat_doubles(beats)
+        doubles = chaos.domain_doubles(self.sampler.windows) + chaos.heartbeat_doubles(beats)
         o = self.opts
         return chaos.Report(
             seed=o.seed,

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 
+from kumo import chaos
 from kumo.lab.namespaces import enter
 from kumo.lab.plan import LabPlan
 
@@ -92,16 +93,18 @@ class DomainSampler:
 _RUNNING_SCRIPT = f"""
 import time, libvirt
 conn = None
+asked = None
 while True:
     try:
         if conn is None:
             conn = libvirt.open("qemu:///system")
+        asked = time.time()
         running = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_RUNNING)
         names = ",".join(sorted(d.name() for d in running))
     except libvirt.libvirtError:
         names = "?"
         conn = None
-    print(f"{{time.time():.3f}} {{names}}", flush=True)
+    print(f"{{asked:.3f}} {{time.time():.3f}} {{names}}", flush=True)
     time.sleep({PERIOD_S})
 """
 RESPAWN_S = 1.0
@@ -114,15 +117,29 @@ class RunningSampler(DomainSampler):
     starts a host's sampler again (every ``RESPAWN_S``) when ``kill-host`` killed it with
     everything else in the host. A host gives no sample while its libvirtd is away.
 
-    Its samples are judged by :func:`kumo.chaos.domain_doubles` (two hosts running a VM at
-    once, robust to a live migration's switch-over between two hosts' samples); the inherited
-    :meth:`doubles` compares every pair of samples and is meant for short tests only."""
+    Each sample keeps when libvirt was asked and when it answered (``windows``, judged by
+    :func:`kumo.chaos.domain_doubles`: two hosts running a VM at once, robust to a live
+    migration's switch-over and to a slow answer); ``samples`` has the answers' times for the
+    inherited helpers, whose :meth:`doubles` compares every pair of samples and is meant for
+    short tests only."""
 
     def __init__(self, plan: LabPlan) -> None:
         super().__init__(plan)
+        self.windows: dict[str, list[chaos.Sample]] = {h.name: [] for h in plan.hosts}
         self._by_host: dict[str, subprocess.Popen[str]] = {}
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
+
+    def _read(self, host: str, p: subprocess.Popen[str]) -> None:
+        assert p.stdout is not None
+        for line in p.stdout:
+            asked, _, rest = line.strip().partition(" ")
+            answered, _, names = rest.partition(" ")
+            if asked == "None" or names == "?":  # libvirtd not answering: no sample
+                continue
+            seen = frozenset(filter(None, names.split(",")))
+            self.windows[host].append((float(asked), float(answered), seen))
+            self.samples[host].append((float(answered), seen))
 
     def _spawn(self, host: str) -> None:
         node = self.plan.host(host)
