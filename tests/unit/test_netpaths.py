@@ -7,7 +7,7 @@ import pytest
 from kumo import faults as f
 from kumo.model.activity import Task
 from kumo.model.host import Degraded, HostPaths, NetPath, PathState, PathStatus
-from kumo.server.netpaths import judge
+from kumo.server.netpaths import judge, retry_wait
 from kumo.server.schemas import HAPolicy, VMCreate
 from kumo.sim.world import World
 from kumo.store import keys
@@ -123,3 +123,23 @@ def test_a_degraded_host_is_judged_again_every_pass() -> None:
     w.apply(f.Router(up=True))
     w.run(10)  # h1's own link is still cut: once the others have the router, it is odd again
     assert [h.state for h in w.service.queries.hosts()] == ["degraded", "up", "up"]
+
+
+def test_a_vm_that_cannot_leave_is_asked_to_move_again_less_and_less_often() -> None:
+    """No other host takes web1 (their QEMUs refuse incoming migrations): its moves fail, and
+    are asked again after 10, 20, 40 s, not every pass. Once a host takes it, it leaves."""
+    assert [retry_wait(n) for n in (1, 2, 3, 4, 5, 6)] == [10, 20, 40, 80, 120, 120]
+    w = World(replicas=1)
+    _vm(w, "web1", "h1")
+    w.run(3)
+    for h in ("h2", "h3"):
+        w.hosts[h].hv.accept_migrations = False
+    w.apply(f.Link("h1", "public", up=False))
+    w.run(70)
+    tasks = [t for t, _ in load_all(w.store, Task, keys.TASKS).values() if t.kind == "vm.migrate"]
+    assert 3 <= len(tasks) <= 4, [(t.created_at, t.state) for t in tasks]
+    assert w.running_on("web1") == ["h1"]
+    assert any("move(s) failed; next try in" in line for line in w.log)
+    w.hosts["h2"].hv.accept_migrations = True
+    w.run(90)
+    assert w.running_on("web1") == ["h2"]

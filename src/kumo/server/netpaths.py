@@ -22,6 +22,11 @@ two paths, dampened (agent/paths.py, ``/kumo/paths/<host>``). Each pass the lead
 A link that flaps faster than the agent's dampening is seen down once and never up in
 between: its VMs move once, and nothing moves back until it is steadily up.
 
+A VM whose move failed (no target would take it, the migration failed or was cancelled)
+is asked to move again after ``RETRY_S``, then after twice as long each time, up to
+``RETRY_MAX_S``: a VM that cannot leave does not start a migration every pass. The count
+starts again when the VM leaves the host or the host is no longer degraded.
+
 Pure decisions (:func:`judge`) and the pass that carries them out (:class:`NetPaths`).
 """
 
@@ -43,6 +48,15 @@ from kumo.store.lease import NO_FENCE, Fence
 from kumo.store.records import put
 
 log = logging.getLogger("kumo.netpaths")
+
+
+RETRY_S = 10.0  # the wait after a first failed path-failover move; it doubles each time
+RETRY_MAX_S = 120.0
+
+
+def retry_wait(tries: int) -> float:
+    """How long to wait after ``tries`` (≥ 1) asked moves of a VM that is still there."""
+    return min(RETRY_MAX_S, RETRY_S * 2 ** (tries - 1))
 
 
 @dataclass(frozen=True)
@@ -84,6 +98,8 @@ class NetPaths:
         self.actor = actor
         self.said_everywhere: set[NetPath] = set()  # outages for everyone, said once each
         self.said: dict[str, str] = {}  # vm -> why it could not be moved, said once
+        # vm -> (moves asked while it stays on a degraded host, when the last was: monotonic)
+        self.tries: dict[str, tuple[int, float]] = {}
 
     def run(self, fence: Fence = NO_FENCE) -> list[str]:
         """One pass: mark and unmark degraded hosts, move the VMs off those that lost their
@@ -107,9 +123,15 @@ class NetPaths:
             elif host not in st.view.models(HostRecord, keys.HOSTS):
                 self._unmark(host, mark, rev, None, fence)  # the host was removed
         asked = []
-        for host, net in sorted(verdict.degrade.items()):
-            if net == NetPath.PUBLIC:
-                asked += self._evacuate(host, net, paths[host].public.since, fence)
+        evacuating = {h for h, net in verdict.degrade.items() if net == NetPath.PUBLIC}
+        placements = st.view.models(Placement, keys.PLACEMENT)
+        self.tries = {  # forgotten once the VM left the host, or the host is not degraded
+            vm: t
+            for vm, t in self.tries.items()
+            if vm in placements and placements[vm][0].host in evacuating
+        }
+        for host in sorted(evacuating):
+            asked += self._evacuate(host, NetPath.PUBLIC, paths[host].public.since, fence)
         return asked
 
     def _say_everywhere(self, verdict: Verdict, fence: Fence) -> None:
@@ -197,20 +219,32 @@ class NetPaths:
                 due.append(spec)
         asked = []
         reason = f"{net} path of {host} down since {_when(since)}"
+        now = st.clock.monotonic()
         for spec in sorted(due, key=lambda s: (-s.ha.priority, s.name)):
+            n, last = self.tries.get(spec.name, (0, 0.0))
+            if n and now < last + retry_wait(n):
+                self._say(
+                    spec.name,
+                    f"stays on {host} ({reason}): {n} move(s) failed; "
+                    f"next try in {retry_wait(n):.0f} s",
+                    fence,
+                )
+                continue
+            self.tries[spec.name] = (n + 1, now)
             try:
                 self.migrations.migrate(
                     spec.name, None, self.actor, fence=fence, reason=reason, ha=True
                 )
             except ApiError as exc:
-                why = f"stays on {host} ({reason}): cannot move: {exc}"
-                if self.said.get(spec.name) != why:
-                    self.said[spec.name] = why
-                    st.commit(
-                        [*fence.compares],
-                        [st.event(self.actor, f"vm/{spec.name}", "path-failover", why)],
-                    )
+                self._say(spec.name, f"stays on {host} ({reason}): cannot move: {exc}", fence)
                 continue
             self.said.pop(spec.name, None)
             asked.append(spec.name)
         return asked
+
+    def _say(self, vm: str, why: str, fence: Fence) -> None:
+        """An event on the VM, once for each new reason."""
+        if self.said.get(vm) != why:
+            self.said[vm] = why
+            st = self.state
+            st.commit([*fence.compares], [st.event(self.actor, f"vm/{vm}", "path-failover", why)])
