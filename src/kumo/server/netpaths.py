@@ -56,7 +56,7 @@ RETRY_MAX_S = 120.0
 
 def retry_wait(tries: int) -> float:
     """How long to wait after ``tries`` (≥ 1) asked moves of a VM that is still there."""
-    return min(RETRY_MAX_S, RETRY_S * 2 ** (tries - 1))
+    return min(RETRY_MAX_S, RETRY_S * 2.0 ** (tries - 1))
 
 
 @dataclass(frozen=True)
