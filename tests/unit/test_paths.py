@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import subprocess
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kumo.agent.paths import Dampening, PathJudge, PathMonitor, describe, path_targets
-from kumo.model.host import NetPath, Network, PathState, Pool
+from kumo import faults as f
+from kumo.agent.paths import Dampening, PathJudge, PathMonitor, describe, path_targets, screen
+from kumo.agent.ping import route_problem
+from kumo.model.host import HostPaths, NetPath, Network, PathState, Pool
+from kumo.sim.cluster import NAS
+from kumo.sim.world import World
+from kumo.store import keys
+from kumo.store.records import load
 
 GW, NAS1, NAS2 = "198.18.0.1", "198.18.1.2", "198.18.1.3"
 D = Dampening(misses=3, up_s=5.0)
@@ -159,3 +168,63 @@ def test_targets_are_the_host_networks_gateways_and_its_shared_pools_nas() -> No
     got = path_targets(("shared", "local", "gone"), ("public", "plain"), pools, nets)
     assert got == {NetPath.PUBLIC: (GW,), NetPath.STORAGE: (NAS1, NAS2)}
     assert path_targets((), (), pools, nets) == {NetPath.PUBLIC: (), NetPath.STORAGE: ()}
+
+
+def test_a_target_that_would_not_test_the_path_is_screened_out_with_the_reason() -> None:
+    targets = {NetPath.PUBLIC: (GW,), NetPath.STORAGE: (NAS1, NAS2)}
+    kept, notes = screen(targets, {NAS1: "not on any network of this host (reached through x)"})
+    assert kept == {NetPath.PUBLIC: (GW,), NetPath.STORAGE: (NAS2,)}
+    assert notes == {
+        NetPath.STORAGE: f"not pinged: {NAS1}: not on any network of this host (reached through x)"
+    }
+    assert screen(targets, {}) == (targets, {})
+
+
+def test_a_path_whose_every_target_is_screened_out_is_unknown_and_says_why() -> None:
+    j = PathJudge()
+    run(j, "+")
+    assert j.feed((), {}, D, 5.0, 1005.0, note=f"not pinged: {NAS1}: it is this host's own address")
+    assert state_of(j) == PathState.UNKNOWN
+    assert j.status.detail == f"not pinged: {NAS1}: it is this host's own address"
+
+
+def test_the_kernels_route_says_which_targets_are_not_on_the_hosts_networks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``ip route get`` asks the kernel, sends nothing: the host's own address and a route
+    through a gateway are problems, a direct route is not."""
+    assert route_problem("127.0.0.1") == "it is this host's own address"
+    answers = {
+        NAS1: '[{"dst":"198.18.1.2","dev":"eth1","prefsrc":"198.18.1.5","flags":[]}]',
+        NAS2: '[{"dst":"198.18.1.3","gateway":"198.18.0.1","dev":"eth0","flags":[]}]',
+    }
+
+    def fake_run(argv: list[str], **_kw: object) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(argv, 0, answers[argv[-1]], "")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    assert route_problem(NAS1) == ""
+    assert route_problem(NAS2) == "not on any network of this host (reached through 198.18.0.1)"
+
+
+def test_an_agent_reports_a_nas_address_it_cannot_reach_directly() -> None:
+    """The pool's NAS is reached through a gateway from h1: pinging it would test the
+    gateway, not h1's storage link. h1 does not ping it: its storage path is unknown with the
+    reason (kumo host list shows it), an event says so, and h1 is never degraded for it."""
+    w = World(replicas=1)
+    h1 = w.hosts["h1"].agent
+    assert h1 is not None
+    h1.route_problem = lambda a: "not on any network of this host (reached through 10.0.0.1)"
+    w.run(5)
+    found = load(w.store, HostPaths, keys.PATHS + "h1")
+    assert found is not None
+    storage = found[0].storage
+    assert storage.state == PathState.UNKNOWN and storage.targets == ()
+    assert storage.detail == (
+        f"not pinged: {NAS}: not on any network of this host (reached through 10.0.0.1)"
+    )
+    assert found[0].public.state == PathState.UNKNOWN  # the router: screened out too
+    assert any("storage path: not pinged" in line for line in w.log)
+    w.apply(f.Link("h2", "storage", up=False))  # h1's unknown path does not count for h2
+    w.run(10)
+    assert {h.name: h.state for h in w.service.queries.hosts()}["h1"] == "up"

@@ -35,7 +35,7 @@ from kumo.agent import watchdog
 from kumo.agent.decide import Action, Observed, decide, report
 from kumo.agent.http import call as http_call
 from kumo.agent.migrator import Migrator
-from kumo.agent.paths import Dampening, PathMonitor, describe, path_targets
+from kumo.agent.paths import Dampening, PathMonitor, describe, path_targets, screen
 from kumo.agent.ping import Probe, ProbeError, icmp_probe
 from kumo.agent.selffence import Fenced as SelfFenced
 from kumo.agent.selffence import PeerAnswer, SelfFence
@@ -75,6 +75,7 @@ from kumo.store.records import load, load_all, put
 
 log = logging.getLogger("kumo.agent")
 PEERS_EVERY_S = 5.0  # the other hosts are read again this often (for self-fencing's witnesses)
+ROUTE_RECHECK_S = 60.0  # a ping target's route is looked up again this often
 
 
 @dataclass(frozen=True)
@@ -122,9 +123,12 @@ class Agent:
         ids: Ids = SYSTEM_IDS,
         probe: Probe = icmp_probe,
         kill_guests: Callable[[], list[str]] = lambda: [],
+        route_problem: Callable[[str], str] = lambda _address: "",
     ) -> None:
         """``kill_guests``: SIGKILL to every HA guest's QEMU on this host, for self-fencing
-        (the daemon passes the watchdog's ``bite``; none in simulations and tests)."""
+        (the daemon passes the watchdog's ``bite``; none in simulations and tests).
+        ``route_problem``: why a ping target would not test this host's path ("" if it would;
+        the daemon passes ``ping.route_problem``, the kernel's route to it)."""
         self.config = config
         self.store = store
         self.hv = hv
@@ -155,6 +159,9 @@ class Agent:
         self.path_interval_s = HASettings().path_interval_s
         self._dampening = Dampening.of(HASettings())
         self._path_targets: dict[NetPath, tuple[str, ...]] = {}
+        self._path_notes: dict[NetPath, str] = {}  # configured targets not pinged, and why
+        self.route_problem = route_problem
+        self._routes: dict[str, tuple[float, str]] = {}  # target -> (checked, problem)
         self._path_config_read = False  # targets and timings read once at least
         self._paths_lock = threading.Lock()  # check_paths' thread and a re-registration
         self._paths_written: tuple[HostPaths, int] | None = None  # (record less ``at``, lease)
@@ -377,7 +384,7 @@ class Agent:
         Judging goes on while the store is out of reach; the report waits for it."""
         if not self._path_config_read:
             self._read_path_config()  # the first round, before any pass
-        targets = self._path_targets
+        targets, notes = self._path_targets, self._path_notes
         every = sorted({t for ts in targets.values() for t in ts})
         try:
             answers = self.probe(every, 0.8 * self.path_interval_s) if every else {}
@@ -390,7 +397,7 @@ class Agent:
         now = self.clock.now()
         with self._paths_lock:
             changed = self.paths.feed(
-                targets, answers, self._dampening, self.clock.monotonic(), now
+                targets, answers, self._dampening, self.clock.monotonic(), now, notes
             )
             for net in changed:
                 status = self.paths.status(net)
@@ -425,7 +432,26 @@ class Agent:
         self._dampening = Dampening.of(settings)
         self.path_interval_s = settings.path_interval_s
         if record is not None:
-            self._path_targets = path_targets(record[0].pools, record[0].networks, pools, nets)
+            wanted = path_targets(record[0].pools, record[0].networks, pools, nets)
+            problems = {a: self._route_of(a) for ts in wanted.values() for a in ts}
+            kept, notes = screen(wanted, problems)
+            for net, note in sorted(notes.items()):
+                if self._path_notes.get(net) != note:
+                    message = f"{net} path: {note}"
+                    log.error("host %s: %s", self.config.host, message)
+                    self._path_events.append(
+                        self._event(self.actor, f"host/{self.config.host}", "path", message)
+                    )
+            self._path_targets, self._path_notes = kept, notes
+
+    def _route_of(self, address: str) -> str:
+        """``route_problem`` for a ping target, asked again once a minute (routes change)."""
+        now = self.clock.monotonic()
+        checked = self._routes.get(address)
+        if checked is None or now - checked[0] > ROUTE_RECHECK_S:
+            checked = (now, self.route_problem(address))
+            self._routes[address] = checked
+        return checked[1]
 
     def _report_paths(self, now: float) -> None:
         """Write the judgement when it (or the lease) changed since last written; a store

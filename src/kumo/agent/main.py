@@ -7,7 +7,7 @@ import signal
 import socket
 from typing import Literal
 
-from kumo.agent import http, shutdown, watchdog
+from kumo.agent import http, ping, shutdown, watchdog
 from kumo.agent.agent import Agent, AgentConfig, AgentDaemon
 from kumo.hypervisor.libvirt_hv import LibvirtHypervisor
 from kumo.server.auth import AGENT_SECRET
@@ -30,7 +30,14 @@ def run(
     name = host or hv.facts().hostname
     config = AgentConfig(host=name, address=address, domain_type=domain_type, agent_port=port)
 
-    agent = Agent(config, store, hv, QemuImgVolumes(), kill_guests=watchdog.bite)
+    agent = Agent(
+        config,
+        store,
+        hv,
+        QemuImgVolumes(),
+        kill_guests=watchdog.bite,
+        route_problem=ping.route_problem,
+    )
 
     def secret() -> str:
         """The agent secret; while etcd is out of reach, the one last read (peers must still

@@ -54,6 +54,21 @@ def path_targets(
     }
 
 
+def screen(
+    targets: Mapping[NetPath, Sequence[str]], problems: Mapping[str, str]
+) -> tuple[dict[NetPath, tuple[str, ...]], dict[NetPath, str]]:
+    """The targets worth pinging (those with no problem) and, for each path that lost some,
+    a note naming them and why ("203.0.113.9: not on any network of this host …")."""
+    kept: dict[NetPath, tuple[str, ...]] = {}
+    notes: dict[NetPath, str] = {}
+    for net, addresses in targets.items():
+        kept[net] = tuple(a for a in addresses if not problems.get(a))
+        bad = [f"{a}: {problems[a]}" for a in addresses if problems.get(a)]
+        if bad:
+            notes[net] = "not pinged: " + "; ".join(bad)
+    return kept, notes
+
+
 def _pings(n: int) -> str:
     return f"{n} ping{'' if n == 1 else 's'} unanswered"
 
@@ -73,16 +88,23 @@ class PathJudge:
         dampening: Dampening,
         monotonic: float,
         wall: float,
+        note: str = "",
     ) -> bool:
         """One round: ``answers`` (target -> it answered; a target missing counts as not)
-        at ``monotonic`` (for the dampening) and ``wall`` (the ``since`` reported). Returns
-        whether the judged state changed (the first judgement included)."""
+        at ``monotonic`` (for the dampening) and ``wall`` (the ``since`` reported); ``note``
+        says why configured targets are not pinged. Returns whether the judged state
+        changed (the first judgement included)."""
         targets = tuple(targets)
         before = self.status.state
         if not targets:
             self.misses, self.answering_since = 0, None
-            if self.status.state != PathState.UNKNOWN or self.status.targets:
-                self.status = PathStatus(since=wall, detail="no address to ping")
+            detail = note or "no address to ping"
+            if (
+                self.status.state != PathState.UNKNOWN
+                or self.status.targets
+                or self.status.detail != detail
+            ):
+                self.status = PathStatus(since=wall, detail=detail)
             return self.status.state != before
         if self.status.targets != targets:
             self.status = self.status.model_copy(update={"targets": targets})
@@ -129,12 +151,16 @@ class PathMonitor:
         dampening: Dampening,
         monotonic: float,
         wall: float,
+        notes: Mapping[NetPath, str] | None = None,
     ) -> list[NetPath]:
         """One round for both paths; the paths whose judged state changed."""
+        notes = notes or {}
         return [
             net
             for net, judge in self.judges.items()
-            if judge.feed(targets.get(net, ()), answers, dampening, monotonic, wall)
+            if judge.feed(
+                targets.get(net, ()), answers, dampening, monotonic, wall, notes.get(net, "")
+            )
         ]
 
     def status(self, net: NetPath) -> PathStatus:

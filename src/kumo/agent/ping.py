@@ -9,6 +9,8 @@ agent logs without judging the round: a broken prober is not a broken path.
 
 from __future__ import annotations
 
+import json
+import subprocess
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
@@ -35,3 +37,31 @@ def icmp_probe(targets: Sequence[str], timeout_s: float) -> Mapping[str, bool]:
     except (icmplib.ICMPLibError, OSError) as exc:
         raise ProbeError(f"cannot ping {', '.join(targets)}: {exc}") from exc
     return {t: bool(h.is_alive) for t, h in zip(targets, hosts, strict=True)}
+
+
+def route_problem(address: str) -> str:
+    """Why pinging ``address`` would not test a path of this host ("" when it would): the
+    kernel's route to it (``ip route get``) goes through a gateway (the address is not on
+    any network of this host: its answers would prove the gateway's path, not this one's),
+    or the address is this host's own. A lookup that cannot run says nothing ("")."""
+    try:
+        out = subprocess.run(
+            ["ip", "-j", "route", "get", address],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    if out.returncode != 0:
+        return f"no route to it ({out.stderr.strip() or 'ip route get failed'})"
+    try:
+        route = json.loads(out.stdout)[0]
+    except (ValueError, IndexError, KeyError):
+        return ""
+    if route.get("type") == "local" or route.get("dev") == "lo":
+        return "it is this host's own address"
+    if route.get("gateway"):
+        return f"not on any network of this host (reached through {route['gateway']})"
+    return ""
