@@ -152,10 +152,17 @@ class VMs:
     def __init__(self) -> None:
         self.names: list[str] = []
 
-    def create(self, name: str, *args: str, memory: int = 128, wait: bool = True) -> str:
+    def create(
+        self,
+        name: str,
+        *args: str,
+        memory: int = 128,
+        wait: bool = True,
+        image: str = "testguest",
+    ) -> str:
         self.names.append(name)
         extra = ["--wait"] if wait else []
-        kumo("vm", "create", name, "--image", "testguest", "--memory", str(memory), *args, *extra)
+        kumo("vm", "create", name, "--image", image, "--memory", str(memory), *args, *extra)
         return name
 
     def delete_all(self) -> None:

@@ -142,6 +142,18 @@ def gateway_rule(_ctx: schemathesis.HookContext, case: Case[Any]) -> bool:
         return True
 
 
+@schema.hook("filter_case")
+def nbd_rule(_ctx: schemathesis.HookContext, case: Case[Any]) -> bool:
+    """A pool's ``nbd`` is for shared-dir pools only (the field's description says so;
+    test_api_errors checks the 422)."""
+    if (case.method, case.path) != ("POST", "/api/v1/pools"):
+        return True
+    if case.meta is None or not case.meta.generation.mode.is_positive:
+        return True
+    body = case.body if isinstance(case.body, dict) else {}
+    return body.get("nbd") is None or body.get("kind", "shared-dir") == "shared-dir"
+
+
 @schema.parametrize()
 @hypothesis.settings(derandomize=True, database=None, deadline=None)
 def test_every_operation_keeps_the_contract(case: Case[Any]) -> None:

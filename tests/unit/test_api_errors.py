@@ -340,3 +340,28 @@ def test_a_network_and_a_pool_keep_their_ping_targets(api: Api) -> None:
     assert _fields(r) == ["nas.0"]
     r = api.client.post("/api/v1/pools", json={"name": "p2", "path": "/p", "nas": ["10.2.0.5"]})
     assert r.status_code == 201 and r.json()["nas"] == ["10.2.0.5"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "says"),
+    [
+        ({"nbd": "198.18.1.10"}, "nbd", "pattern"),
+        ({"nbd": "198.18.1.10:70000"}, "nbd", "pattern"),
+        ({"nbd": "nas1:10809"}, "nbd", "pattern"),
+        ({"nbd": "198.18.1.10:10809", "kind": "local-dir"}, "nbd", "only a shared-dir pool"),
+    ],
+)
+def test_a_bad_nbd_server_is_422_naming_the_field(
+    api: Api, body: dict[str, str], field: str, says: str
+) -> None:
+    r = api.client.post("/api/v1/pools", json={"name": "p2", "path": "/p", **body})
+    assert _fields(r) == [field]
+    assert says in r.json()["detail"]
+    assert "p2" not in [p["name"] for p in api.client.get("/api/v1/pools").json()]
+
+
+def test_a_pool_keeps_its_nbd_server(api: Api) -> None:
+    body = {"name": "p2", "path": "/p", "nas": ["198.18.1.10"], "nbd": "198.18.1.10:10809"}
+    r = api.client.post("/api/v1/pools", json=body)
+    assert r.status_code == 201, r.text
+    assert r.json()["nbd"] == "198.18.1.10:10809"

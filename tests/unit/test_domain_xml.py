@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import libvirt
@@ -115,6 +116,29 @@ def test_the_ha_mark_is_in_the_metadata_and_the_digest() -> None:
     try:
         dom = conn.defineXML(domain_xml(ha))
         assert kumo_metadata(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))[2] is True
+        dom.undefine()
+    finally:
+        conn.close()
+
+
+def test_a_disk_on_an_nbd_pool_is_a_network_disk_that_libvirt_accepts() -> None:
+    """A pool exported over NBD: QEMU's own NBD client opens the raw disk from the server,
+    with the same error policy (a NAS outage pauses the guest)."""
+    nbd = DiskConfig("/pool/vms/web1.raw", format="raw", nbd=("198.18.1.10", 10809, "web1.raw"))
+    cfg = dataclasses.replace(CFG, disks=(nbd,))
+    xml = domain_xml(cfg)
+    disk = ET.fromstring(xml).find("devices/disk")
+    assert disk is not None and disk.get("type") == "network"
+    driver, source = disk.find("driver"), disk.find("source")
+    assert driver is not None and source is not None
+    assert (driver.get("type"), driver.get("error_policy")) == ("raw", "stop")
+    assert (source.get("protocol"), source.get("name")) == ("nbd", "web1.raw")
+    host = source.find("host")
+    assert host is not None and (host.get("name"), host.get("port")) == ("198.18.1.10", "10809")
+    conn = libvirt.open("test:///default")
+    try:
+        dom = conn.defineXML(xml)
+        assert "protocol='nbd'" in dom.XMLDesc(0)
         dom.undefine()
     finally:
         conn.close()

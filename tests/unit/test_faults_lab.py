@@ -93,10 +93,15 @@ def test_unknown_or_wrong_nodes_are_refused_naming_the_nodes(
 
 
 def test_the_lab_defines_the_public_networks_gateway_and_the_pools_nas() -> None:
-    basics = dict(control_plane.basics(make_plan(3)))
-    pool = PoolCreate.model_validate(basics["/pools"])
+    requests = control_plane.basics(make_plan(3))
+    pools = [PoolCreate.model_validate(b) for p, b in requests if p == "/pools"]
+    basics = dict(requests)
     net = NetworkCreate.model_validate(basics["/networks"])
-    ImageImport.model_validate(basics["/images"])
-    assert [str(a) for a in pool.nas] == ["198.18.1.10"]  # nas1's storage address
+    images = [ImageImport.model_validate(b) for p, b in requests if p == "/images"]
+    assert [(p.name, [str(a) for a in p.nas], p.nbd) for p in pools] == [
+        ("shared", ["198.18.1.10"], None),  # nas1's storage address
+        ("nbd", ["198.18.1.10"], "198.18.1.10:10809"),  # its disks over NBD from nas1
+    ]
+    assert [(i.name, i.pool) for i in images] == [("testguest", "shared"), ("testguest-nbd", "nbd")]
     assert (net.cidr, str(net.gateway)) == ("198.18.0.0/24", "198.18.0.1")
     assert net.bridge == "br0"

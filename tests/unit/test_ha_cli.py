@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from kumo.cli import cluster
 from kumo.cli import ha as ha_cli
-from kumo.model.host import Degraded, HostPaths, NetPath, PathState, PathStatus
+from kumo.model.host import Degraded, HostPaths, NetPath, PathState, PathStatus, Pool
 from kumo.model.vm import VMSpec
 from kumo.server.app import create_app
 from kumo.server.auth import bootstrap
@@ -30,6 +30,7 @@ cli = typer.Typer()
 cli.add_typer(cluster.vm_app, name="vm")
 cli.add_typer(cluster.host_app, name="host")
 cli.add_typer(ha_cli.app, name="ha")
+cli.add_typer(cluster.pool_app, name="pool")
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +160,17 @@ def test_host_list_shows_each_hosts_paths_and_why_it_is_degraded(
         assert "h1 │ degraded │ False" in table
     finally:
         store.commit([], [Delete(keys.PATHS + "h1"), Delete(keys.DEGRADED + "h1")])
+
+
+def test_pool_create_names_the_nas_and_the_nbd_server(
+    server: tuple[dict[str, str], MemoryStore],
+) -> None:
+    env, store = server
+    run(env, "pool", "create", "nbdp", "--path", "/p/nbd", "--nas", "198.18.1.10",
+        "--nbd", "198.18.1.10:10809")  # fmt: skip
+    found = load(store, Pool, keys.POOLS + "nbdp")
+    assert found is not None and (found[0].nas, found[0].nbd) == (
+        ("198.18.1.10",),
+        "198.18.1.10:10809",
+    )
+    assert "198.18.1.10:10809" in run(env, "pool", "list")

@@ -228,3 +228,26 @@ def test_an_agent_reports_a_nas_address_it_cannot_reach_directly() -> None:
     w.apply(f.Link("h2", "storage", up=False))  # h1's unknown path does not count for h2
     w.run(10)
     assert {h.name: h.state for h in w.service.queries.hosts()}["h1"] == "up"
+
+
+def test_a_vm_in_an_nbd_pool_gets_a_raw_disk_opened_over_nbd() -> None:
+    """The agent makes the disk raw (a fixed-size export cannot grow a qcow2) and defines it
+    as an NBD network disk on the pool's server, exported by its file name."""
+    from kumo.server.schemas import ImageImport, PoolCreate, VMCreate
+
+    w = World(replicas=1)
+    w.service.create_pool(
+        PoolCreate(name="nbd", path="/nbdpool", nas=[NAS], nbd=f"{NAS}:10809"), "t"
+    )
+    w.service.import_image(ImageImport(name="img2", pool="nbd", path="images/g.qcow2"), "t")
+    w.run(31)  # the agents see the new pool (they look again every 30 s)
+    w.service.create_vm(VMCreate(name="web1", image="img2", memory_mib=128, host="h1"), "t")
+    w.run(5)
+    hv = w.hosts["h1"].hv
+    disk = hv._doms["web1"].config.disks[0]
+    assert (disk.path, disk.format, disk.nbd) == (
+        "/nbdpool/vms/web1.raw",
+        "raw",
+        (NAS, 10809, "web1.raw"),
+    )
+    assert w.running_on("web1") == ["h1"]

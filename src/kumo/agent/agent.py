@@ -53,7 +53,16 @@ from kumo.hypervisor.domain import CPUConfig, DiskConfig, DomainConfig, NicConfi
 from kumo.model.activity import TaskState
 from kumo.model.cpu import CLUSTER_DEFAULT, ClusterCPU, CPUDef
 from kumo.model.ha import FrozenHost, HAMode, HASettings
-from kumo.model.host import HostPaths, HostRecord, Image, NetPath, Network, PathState, Pool
+from kumo.model.host import (
+    HostPaths,
+    HostRecord,
+    Image,
+    NetPath,
+    Network,
+    PathState,
+    Pool,
+    nbd_server,
+)
 from kumo.model.vm import (
     Migration,
     MigrationState,
@@ -66,7 +75,7 @@ from kumo.model.vm import (
 from kumo.provision.cloudinit import nocloud
 from kumo.scheduler.cpu import baseline_inputs, digest, stale
 from kumo.storage.pool_identity import DirPoolIds, PoolIds, check_shared_pool
-from kumo.storage.volumes import VolumeError, Volumes
+from kumo.storage.volumes import DiskFormat, VolumeError, Volumes
 from kumo.store import keys
 from kumo.store.activity import event_op, finish_task
 from kumo.store.base import ClusterStore, Compare, Delete, LeaseExpired, Put, StoreUnavailable
@@ -107,6 +116,11 @@ class _Memory:
     pool_problems: dict[str, str] = field(default_factory=dict)  # pool -> why unavailable
     unknown_domains: set[str] = field(default_factory=set)  # kumo domains of no placed VM: logged
     io_paused: dict[str, float] = field(default_factory=dict)  # vm -> seen paused on I/O error
+
+
+def disk_format(pool: Pool) -> DiskFormat:
+    """Raw for a pool exported over NBD (an export cannot grow), else qcow2."""
+    return "raw" if pool.nbd is not None else "qcow2"
 
 
 class Agent:
@@ -597,9 +611,9 @@ class Agent:
         try:
             pool = self._pool(spec.pool)
             if method == "POST":
-                if not self.volumes.exists(pool.path, vm):
+                if not self.volumes.exists(pool.path, vm, disk_format(pool)):
                     self._act(Action.CREATE_DISK, spec, pool, self.fence())
-                return 200, self.volumes.path(pool.path, vm)
+                return 200, self.volumes.path(pool.path, vm, disk_format(pool))
             placed = load(self.store, Placement, keys.PLACEMENT + vm)
             if placed is not None and placed[0].host == self.config.host:
                 return 409, f"vm {vm} is placed on {self.config.host}: its disk stays"
@@ -734,7 +748,7 @@ class Agent:
         storage = self.paths.status(NetPath.STORAGE)  # one read: the paths thread replaces it
         seen = Observed(
             domain=dom,
-            disk_exists=self.volumes.exists(pool.path, name),
+            disk_exists=self.volumes.exists(pool.path, name, disk_format(pool)),
             reboot_done=self.mem.reboot_done[name],
             stop_since=self.mem.stop_since.get(name),
             want_digest=self._want_digest(spec, pool) if dom is not None else None,
@@ -865,7 +879,9 @@ class Agent:
                 raise VolumeError(f"image {spec.image} is not defined")
             if image[0].pool != spec.pool:
                 raise VolumeError(f"image {spec.image} is in pool {image[0].pool}, not {spec.pool}")
-            self.volumes.create(pool.path, name, image[0].path, spec.disk_gib, spec.clone)
+            self.volumes.create(
+                pool.path, name, image[0].path, spec.disk_gib, spec.clone, disk_format(pool)
+            )
             self.volumes.write_seed(pool.path, name, *nocloud(spec))
         elif action == Action.DEFINE:
             self.hv.define(self.domain_config(spec, pool))
@@ -907,7 +923,7 @@ class Agent:
             cpu=cpu_config(spec),
             memory_mib=spec.memory_mib,
             disks=(
-                DiskConfig(self.volumes.path(pool.path, spec.name)),
+                self._disk(spec.name, pool),
                 # cloud-init NoCloud seed: hostname, SSH keys
                 DiskConfig(
                     self.volumes.seed_path(pool.path, spec.name),
@@ -923,6 +939,16 @@ class Agent:
             serial_log=f"{self.config.serial_log_dir}/{spec.name}-serial.log",
             ha=spec.ha.mode == HAMode.RESTART,
         )
+
+    def _disk(self, vm: str, pool: Pool) -> DiskConfig:
+        """The VM's disk: the file in the pool, or, for a pool exported over NBD, the same
+        file (raw) opened by QEMU over NBD from the pool's server, exported by its name."""
+        fmt = disk_format(pool)
+        path = self.volumes.path(pool.path, vm, fmt)
+        if pool.nbd is None:
+            return DiskConfig(path)
+        address, port = nbd_server(pool.nbd)
+        return DiskConfig(path, format="raw", nbd=(address, port, os.path.basename(path)))
 
     def _status(
         self, spec: VMSpec, state: VMState, message: str, fence: Fence, start_failed: int = 0

@@ -479,7 +479,9 @@ def image_import(
 @pool_app.command("list")
 def pool_list(url: UrlOpt = None, token: TokenOpt = None, output: JsonOpt = "table") -> None:
     """List storage pools."""
-    _emit(_call(_client(url, token), "GET", "/pools"), output, ["name", "kind", "path", "nas"])
+    _emit(
+        _call(_client(url, token), "GET", "/pools"), output, ["name", "kind", "path", "nas", "nbd"]
+    )
 
 
 @pool_app.command("create")
@@ -491,11 +493,24 @@ def pool_create(
         str,
         typer.Option(help="the NAS's addresses, comma-separated: every host pings them"),
     ] = "",
+    nbd: Annotated[
+        str | None,
+        typer.Option(
+            help="ADDRESS:PORT of an NBD server exporting the pool's vms/ files: disks are "
+            "raw and QEMU opens them over the network"
+        ),
+    ] = None,
     url: UrlOpt = None,
     token: TokenOpt = None,
 ) -> None:
     """Define a directory pool (shared: the same directory mounted on every host)."""
-    body = {"name": name, "path": path, "kind": kind, "nas": [a for a in nas.split(",") if a]}
+    body = {
+        "name": name,
+        "path": path,
+        "kind": kind,
+        "nas": [a for a in nas.split(",") if a],
+        "nbd": nbd,
+    }
     _call(_client(url, token), "POST", "/pools", json=body)
     out.print(f"pool {name}: defined", highlight=False)
 

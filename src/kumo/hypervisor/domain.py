@@ -22,6 +22,9 @@ class DiskConfig:
     # cache=none: O_DIRECT, consistent for other hosts (shared pools) and safe for migration
     cache: Literal["none", "writeback"] = "none"
     readonly: bool = False
+    # (address, port, export): QEMU opens the disk over NBD from that server (a pool's
+    # ``nbd``); ``path`` stays the file on the pool's mounted directory, for kumo's tools
+    nbd: tuple[str, int, str] | None = None
 
     @property
     def error_policy(self) -> str | None:
@@ -114,10 +117,15 @@ def _render(cfg: DomainConfig, digest: str) -> str:
     _sub(dom, "on_crash", "destroy")
     devices = _sub(dom, "devices")
     for d in cfg.disks:
-        disk = _sub(devices, "disk", type="file", device=d.device)
+        disk = _sub(devices, "disk", type="network" if d.nbd else "file", device=d.device)
         policy = {"error_policy": d.error_policy} if d.error_policy else {}
         _sub(disk, "driver", name="qemu", type=d.format, cache=d.cache, **policy)
-        _sub(disk, "source", file=d.path)
+        if d.nbd is None:
+            _sub(disk, "source", file=d.path)
+        else:
+            address, port, export = d.nbd
+            source = _sub(disk, "source", protocol="nbd", name=export)
+            _sub(source, "host", name=address, port=str(port))
         _sub(disk, "target", dev=d.target, bus=d.bus)
         if d.readonly:
             _sub(disk, "readonly")

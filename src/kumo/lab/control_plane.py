@@ -15,7 +15,7 @@ import httpx
 
 from kumo.lab.namespaces import RUN_DIR, STATE_DIR, enter, pids_in_netns
 from kumo.lab.plan import PUBLIC_NET, SHARED_POOL_PATH, LabPlan, Network, Node
-from kumo.lab.services import spawn
+from kumo.lab.services import NBD_PORT, spawn
 from kumo.lab.shell import LabError
 
 API_PORT = 8080
@@ -25,6 +25,7 @@ CLIENT_CONFIG = RUN_DIR / "client.json"
 KILLED_SERVERS = RUN_DIR / "killed-servers.json"
 TOKEN_FILE = STATE_DIR / "ctl" / "admin-token"
 IMAGE = "testguest"
+NBD_IMAGE = "testguest-nbd"  # the same image in the nbd pool
 
 
 def api_url(plan: LabPlan) -> str:
@@ -232,6 +233,16 @@ def basics(plan: LabPlan) -> list[tuple[str, dict[str, object]]]:
             },
         ),
         (
+            "/pools",
+            {
+                "name": "nbd",
+                "kind": "shared-dir",
+                "path": f"{SHARED_POOL_PATH}/nbd",
+                "nas": [plan.nas.address(Network.STORAGE)],
+                "nbd": f"{plan.nas.address(Network.STORAGE)}:{NBD_PORT}",
+            },
+        ),
+        (
             "/networks",
             {
                 "name": "public",
@@ -243,6 +254,10 @@ def basics(plan: LabPlan) -> list[tuple[str, dict[str, object]]]:
         (
             "/images",
             {"name": IMAGE, "pool": "shared", "path": f"images/{IMAGE}.qcow2", "size_gib": 1},
+        ),
+        (
+            "/images",
+            {"name": NBD_IMAGE, "pool": "nbd", "path": f"images/{IMAGE}.qcow2", "size_gib": 1},
         ),
     ]
 

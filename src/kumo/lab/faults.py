@@ -10,8 +10,9 @@
 - ``router-down`` / ``router-up`` (``heal router``): nftables in the router's namespace drops
   every packet on its public port: it stops answering (pings, DHCP); its links stay up.
 - ``nas-down`` / ``nas-up`` (``heal nas1``): the same in the NAS's namespace, on its storage
-  port. Disk I/O does not cross the lab's storage network (the export is bind-mounted), so
-  guests go on writing: only the NAS's answers stop (the agents' storage path).
+  port: its pings and its NBD server stop answering. Disks of the ``nbd`` pool cross the
+  storage network (QEMU's NBD client), so their guests pause on I/O errors; the ``shared``
+  pool's are bind-mounted, so those guests go on writing.
 - ``kill-etcd`` / ``kill-leader`` (``heal ctl``): SIGKILL to etcd, or to the ``kumo server``
   replica that leads; ``heal ctl`` starts etcd again on its data, and the replicas killed.
 """

@@ -110,6 +110,9 @@ def _build(
     images = hypervisor_host.nas_export() / "images"
     images.mkdir(parents=True, exist_ok=True)
     shutil.copy(image.golden, images / GOLDEN_NAME)
+    nbd_images = services.nbd_export() / "images"  # the NBD pool's own copy of the image
+    nbd_images.mkdir(parents=True, exist_ok=True)
+    shutil.copy(image.golden, nbd_images / GOLDEN_NAME)
     # No marker to write: the first agent gives the shared pool its id (pool_identity.py).
     hosts_file = hypervisor_host.hosts_file(list(plan.nodes))
     for host in plan.hosts:
@@ -122,6 +125,8 @@ def _build(
     log(f"ctl: etcd healthy at {plan.etcd_endpoint} ({time.monotonic() - t0:.1f} s)")
     services.start_dhcp(plan)
     log(f"router: DHCP for guests on the public network ({time.monotonic() - t0:.1f} s)")
+    services.start_nbd(plan)
+    log(f"nas1: NBD server for the nbd pool ({time.monotonic() - t0:.1f} s)")
     control_plane.start_server(plan)
     token = control_plane.write_client_config(plan)
     control_plane.register_basics(plan, token)
@@ -330,7 +335,8 @@ def _nas_down(plan: LabPlan) -> str:
         return "nas1: already not answering"
     return (
         f"nas1: not answering on the storage network ({plan.nas.address(Network.STORAGE)}); "
-        "disk I/O goes on: in the lab it does not cross the network"
+        "guests on the nbd pool pause at their next disk access; the shared pool's disks "
+        "(bind-mounted) go on"
     )
 
 

@@ -135,6 +135,49 @@ def start_dhcp(plan: LabPlan) -> None:
     )
 
 
+NBD_PORT = 10809
+
+
+def nbd_export() -> Path:
+    """The NAS's NBD pool: a directory of the NAS's export (the hosts see it at
+    ``SHARED_POOL_PATH/nbd``), whose ``vms/`` files ``nbdkit`` serves by name."""
+    return STATE_DIR / "nas1" / "export" / "nbd"
+
+
+def start_nbd(plan: LabPlan) -> None:
+    """nbdkit on nas1's storage address: the disks of the lab's ``nbd`` pool travel over
+    the storage network, so a NAS outage (``nas-down``) reaches the guests as on a real
+    NAS. It forks and writes its pid file once it listens."""
+    (nbd_export() / "vms").mkdir(parents=True, exist_ok=True)
+    d = STATE_DIR / "nas1"
+    run(
+        [
+            *enter(plan.nas.netns),
+            "nbdkit",
+            "--ipaddr",
+            plan.nas.address(Network.STORAGE),
+            "--port",
+            str(NBD_PORT),
+            "--pidfile",
+            str(d / "nbdkit.pid"),
+            "file",
+            f"dir={nbd_export() / 'vms'}",
+        ]
+    )
+
+
+def nbd_running() -> bool:
+    return _pid_running(STATE_DIR / "nas1" / "nbdkit.pid", b"nbdkit")
+
+
+def _pid_running(pidfile: Path, name: bytes) -> bool:
+    try:
+        pid = int(pidfile.read_text().strip())
+        return name in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return False
+
+
 def dhcp_running(plan: LabPlan) -> bool:
     pidfile = STATE_DIR / "router" / "dnsmasq.pid"
     try:

@@ -94,6 +94,12 @@ class Pool(Frozen):
     # the NAS's addresses on the storage network: each host's agent pings them (its storage
     # path, agent/paths.py); () = the storage path is not monitored
     nas: tuple[str, ...] = ()
+    # "ADDRESS:PORT" of an NBD server that exports the files of the pool's vms/ directory
+    # under their names (e.g. ``nbdkit file dir=<pool>/vms``): the VMs' disks are then raw
+    # full copies, and QEMU opens them over the storage network with its own NBD client,
+    # so a NAS outage reaches the guests (paused on I/O error) as on a real NAS. None: QEMU
+    # opens the files in the mounted directory.
+    nbd: str | None = None
 
     @field_validator("nas")
     @classmethod
@@ -101,6 +107,34 @@ class Pool(Frozen):
         for a in value:
             ipaddress.ip_address(a)  # ValueError names the address
         return value
+
+    @field_validator("nbd")
+    @classmethod
+    def _nbd(cls, value: str | None) -> str | None:
+        if value is not None:
+            nbd_server(value)
+        return value
+
+    @model_validator(mode="after")
+    def _nbd_shared(self) -> Pool:
+        if self.nbd is not None and self.kind != "shared-dir":
+            raise ValueError("nbd: only a shared-dir pool can be exported over NBD")
+        return self
+
+
+def nbd_server(value: str) -> tuple[str, int]:
+    """``ADDRESS:PORT`` (an IPv4 address, a port 1-65535) as a pair; ValueError says why."""
+    address, sep, port = value.rpartition(":")
+    try:
+        ipaddress.IPv4Address(address)
+        number = int(port)
+    except ValueError:
+        number = 0
+    if not sep or not 0 < number < 65536:
+        raise ValueError(
+            f"{value!r} is not an NBD server: use ADDRESS:PORT, e.g. 198.18.1.10:10809"
+        )
+    return address, number
 
 
 class PoolIdentity(Frozen):

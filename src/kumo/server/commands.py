@@ -314,7 +314,7 @@ class Commands:
             raise Conflict(f"name: {kind} {model.name} already exists", "name")
 
     def create_pool(self, req: PoolCreate, actor: str) -> Pool:
-        pool = Pool(name=req.name, kind=req.kind, path=req.path, nas=tuple(req.nas))
+        pool = Pool(name=req.name, kind=req.kind, path=req.path, nas=tuple(req.nas), nbd=req.nbd)
         self._create(keys.POOLS + req.name, pool, "pool", actor)
         return pool
 

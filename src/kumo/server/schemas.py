@@ -263,6 +263,8 @@ Address = Annotated[
 ]
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 CIDR_PATTERN = rf"^({_OCTET}\.){{3}}{_OCTET}/(3[0-2]|[12]?[0-9])$"
+_PORT = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+NBD_PATTERN = rf"^({_OCTET}\.){{3}}{_OCTET}:{_PORT}$"
 
 
 class PoolCreate(Body):
@@ -271,6 +273,22 @@ class PoolCreate(Body):
     path: str = Field(pattern=r"^/[^\x00]*$")
     # the NAS's addresses on the storage network: every host pings them (its storage path)
     nas: list[Address] = Field(default_factory=list, max_length=8)
+    nbd: str | None = Field(
+        default=None,
+        pattern=NBD_PATTERN,
+        description=(
+            "ADDRESS:PORT of an NBD server exporting the files of the pool's vms/ directory "
+            "by name (e.g. nbdkit file dir=…): disks become raw full copies that QEMU opens "
+            "over the network (shared-dir pools only)"
+        ),
+    )
+
+    @field_validator("nbd")
+    @classmethod
+    def _nbd_shared(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("kind") != "shared-dir":
+            raise ValueError("only a shared-dir pool can be exported over NBD")
+        return value
 
 
 class NetworkCreate(Body):
