@@ -179,13 +179,4 @@ def _pid_running(pidfile: Path, name: bytes) -> bool:
 
 
 def dhcp_running(plan: LabPlan) -> bool:
-    pidfile = STATE_DIR / "router" / "dnsmasq.pid"
-    try:
-        pid = int(pidfile.read_text().strip())
-    except (OSError, ValueError):
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return b"dnsmasq" in cmdline
+    return _pid_running(STATE_DIR / "router" / "dnsmasq.pid", b"dnsmasq")
