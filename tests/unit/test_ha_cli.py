@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import typer
@@ -15,7 +16,9 @@ from typer.testing import CliRunner
 
 from kumo.cli import cluster
 from kumo.cli import ha as ha_cli
+from kumo.cli import profile as profile_cli
 from kumo.model.host import Degraded, HostPaths, NetPath, PathState, PathStatus, Pool
+from kumo.model.profile import InstallProfile
 from kumo.model.vm import VMSpec
 from kumo.server.app import create_app
 from kumo.server.auth import bootstrap
@@ -31,6 +34,7 @@ cli.add_typer(cluster.vm_app, name="vm")
 cli.add_typer(cluster.host_app, name="host")
 cli.add_typer(ha_cli.app, name="ha")
 cli.add_typer(cluster.pool_app, name="pool")
+cli.add_typer(profile_cli.app, name="profile")
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +178,28 @@ def test_pool_create_names_the_nas_and_the_nbd_server(
         "198.18.1.10:10809",
     )
     assert "198.18.1.10:10809" in run(env, "pool", "list")
+
+
+def test_profile_create_list_show_delete(
+    server: tuple[dict[str, str], MemoryStore], tmp_path: Path
+) -> None:
+    env, store = server
+    template = tmp_path / "ks.j2"
+    template.write_text("text\nreboot\n%post\ncurl -fsS {{ callback_url }}\n%end\n")
+    run(env, "profile", "create", "rocky9", "--kind", "kickstart",
+        "--kernel", "http://198.18.0.1/vmlinuz", "--initrd", "http://198.18.0.1/initrd.img",
+        "--answer-template", str(template), "--arg", "console=ttyS0",
+        "--var", "tz=UTC")  # fmt: skip
+    found = load(store, InstallProfile, keys.PROFILES + "rocky9")
+    assert found is not None
+    assert (found[0].args, found[0].variables) == (("console=ttyS0",), {"tz": "UTC"})
+    assert "rocky9" in run(env, "profile", "list")
+    assert "{{ callback_url }}" in run(env, "profile", "show", "rocky9")
+    run(env, "profile", "delete", "rocky9")
+    assert load(store, InstallProfile, keys.PROFILES + "rocky9") is None
+    bad = CliRunner().invoke(
+        cli, ["profile", "create", "x", "--kind", "kickstart", "--kernel", "http://a/k",
+              "--initrd", "http://a/i", "--answer-template", str(template), "--var", "novalue"],
+        env={**env, "KUMO_CONFIG": "/nonexistent"},
+    )  # fmt: skip
+    assert bad.exit_code != 0 and "NAME=VALUE" in bad.output

@@ -70,6 +70,8 @@ class Client:
             raise ClientError(f"kumo server at {self.s.url} is unreachable: {exc}") from exc
         if r.status_code >= 400:
             raise ClientError(error_message(r), r.status_code)
+        if r.status_code == 204 or not r.content:  # no content (a delete)
+            return None
         if r.headers.get("content-type", "").startswith("application/json"):
             return r.json()
         return r.text

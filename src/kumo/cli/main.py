@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from kumo.cli import cluster, ha, lab, migration, sim
+from kumo.cli import cluster, ha, lab, migration, profile, sim
 
 app = typer.Typer(
     help="kumo: a private cloud for KVM clusters.",
@@ -20,6 +20,7 @@ app.add_typer(cluster.vm_app, name="vm")
 app.add_typer(cluster.image_app, name="image")
 app.add_typer(cluster.pool_app, name="pool")
 app.add_typer(cluster.network_app, name="network")
+app.add_typer(profile.app, name="profile")
 app.add_typer(cluster.task_app, name="task")
 app.add_typer(migration.policy_app, name="migration-policy")
 app.add_typer(ha.app, name="ha")

@@ -8,6 +8,7 @@ from kumo.model.activity import Task, TaskState
 from kumo.model.cpu import ClusterCPU
 from kumo.model.ha import FencedHost, HAMode, HASettings, HASpec
 from kumo.model.host import HostRecord, Image, Network, Pool
+from kumo.model.profile import InstallKind, InstallProfile, is_url
 from kumo.model.vm import Nic, Placement, PlacementRules, Power, VMSpec
 from kumo.scheduler.cpu import default_baseline, vm_cpu
 from kumo.server.errors import Conflict, Invalid, NotFound
@@ -20,6 +21,7 @@ from kumo.server.schemas import (
     ImageImport,
     NetworkCreate,
     PoolCreate,
+    ProfileCreate,
     VMCreate,
     VMView,
 )
@@ -301,7 +303,9 @@ class Commands:
         return new
 
     # -- pools, networks, images -------------------------------------------------------------
-    def _create(self, key: str, model: Pool | Network | Image, kind: str, actor: str) -> None:
+    def _create(
+        self, key: str, model: Pool | Network | Image | InstallProfile, kind: str, actor: str
+    ) -> None:
         st = self.state
         ok = st.commit(
             [Compare(key, 0)],
@@ -322,6 +326,45 @@ class Commands:
         net = Network(name=req.name, bridge=req.bridge, cidr=req.cidr, gateway=req.gateway)
         self._create(keys.NETWORKS + req.name, net, "network", actor)
         return net
+
+    def create_profile(self, req: ProfileCreate, actor: str) -> InstallProfile:
+        """An install profile; its kernel and initrd images must exist (URLs are the site's
+        to serve), its template must render and check for its kind (provision/answer.py)."""
+        for field, source in (("kernel", req.kernel), ("initrd", req.initrd)):
+            if not is_url(source) and load(self.state.store, Image, keys.IMAGES + source) is None:
+                raise Conflict(
+                    f"{field}: no image named {source}; import it (kumo image import) or "
+                    "give an http(s) URL",
+                    field,
+                )
+        profile = InstallProfile(
+            name=req.name,
+            kind=InstallKind(req.kind),
+            kernel=req.kernel,
+            initrd=req.initrd,
+            answer_template=req.answer_template,
+            args=tuple(req.args),
+            variables=dict(req.variables),
+            created_at=self.state.clock.now(),
+        )
+        self._create(keys.PROFILES + req.name, profile, "profile", actor)
+        return profile
+
+    def delete_profile(self, name: str, actor: str) -> None:
+        st = self.state
+        found = load(st.store, InstallProfile, keys.PROFILES + name)
+        if found is None:
+            raise NotFound(f"name: no profile named {name}", "name")
+        _, rev = found
+        ok = st.commit(
+            [Compare(keys.PROFILES + name, rev)],
+            [
+                Delete(keys.PROFILES + name),
+                event_op(actor, f"profile/{name}", "deleted", "", st.clock.now(), ids=st.ids),
+            ],
+        )
+        if ok is None:
+            raise Conflict(f"name: profile {name} changed meanwhile; try again", "name")
 
     def import_image(self, req: ImageImport, actor: str) -> Image:
         if load(self.state.store, Pool, keys.POOLS + req.pool) is None:

@@ -19,6 +19,7 @@ from kumo.model.host import (
     Network,
     Pool,
 )
+from kumo.model.profile import InstallProfile
 from kumo.model.vm import Migration, Placement, VMSpec, VMState, VMStatus
 from kumo.scheduler.demand import demand, ha_demand
 from kumo.scheduler.placement import Placed
@@ -202,6 +203,16 @@ class Queries:
 
     def images(self) -> list[Image]:
         return [i for i, _ in load_all(self.state.store, Image, keys.IMAGES).values()]
+
+    def profiles(self) -> list[InstallProfile]:
+        found = load_all(self.state.store, InstallProfile, keys.PROFILES)
+        return [p for p, _ in found.values()]
+
+    def profile(self, name: str) -> InstallProfile:
+        found = load(self.state.store, InstallProfile, keys.PROFILES + name)
+        if found is None:
+            raise NotFound(f"name: no profile named {name}", "name")
+        return found[0]
 
     def tasks(self, limit: int = 100) -> list[Task]:
         tasks = [t for t, _ in load_all(self.state.store, Task, keys.TASKS).values()]

@@ -22,6 +22,7 @@ from kumo.model.cpu import CLUSTER_DEFAULT
 from kumo.model.ha import FencedHost, HAMode, HAStatus
 from kumo.model.host import Degraded, HostPaths, HostRecord, HostState
 from kumo.model.migration import MigrationOverride
+from kumo.model.profile import TEMPLATE_MAX
 from kumo.model.vm import CPU_MODEL_PATTERN, BootDevice, Power, VMSpec, VMState, VMStatus
 
 
@@ -333,6 +334,42 @@ class ImageImport(Body):
     path: ImagePath  # the image file, relative to the pool's directory
     format: Literal["qcow2", "raw"] = "qcow2"
     size_gib: int = Field(default=1, ge=1, le=65536)
+
+
+BootSource = Annotated[
+    str,
+    Field(
+        max_length=2048,
+        pattern=r"^(https?://[^\s/]+(/\S*)?|[a-z]([a-z0-9-]{0,61}[a-z0-9])?)$",
+        description="an http(s) URL on the site's network, or an image in kumo's image store",
+    ),
+]
+
+
+_VARIABLE = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+
+
+class ProfileCreate(Body):
+    name: Name
+    kind: Literal["kickstart", "preseed", "autoinstall"]
+    kernel: BootSource
+    initrd: BootSource
+    answer_template: str = Field(
+        min_length=1,
+        max_length=TEMPLATE_MAX,
+        description="the answer file's Jinja2 template (rendered per VM, checked for its kind)",
+    )
+    args: list[Annotated[str, Field(pattern=r"^[^\s\x00]{1,512}$")]] = Field(
+        default_factory=list, max_length=64, description="the kernel's extra arguments"
+    )
+    variables: dict[
+        Annotated[str, Field(pattern=_VARIABLE)],
+        Annotated[str, Field(max_length=4096)],
+    ] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="given to the template; names: a letter or _, then letters, digits, _",
+    )
 
 
 class TaskView(BaseModel):

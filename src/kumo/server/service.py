@@ -19,6 +19,7 @@ from collections.abc import Callable
 from kumo.clock import SYSTEM_CLOCK, SYSTEM_IDS, Clock, Ids
 from kumo.model.activity import Event, Task
 from kumo.model.host import Image, Network, Pool
+from kumo.model.profile import InstallProfile
 from kumo.scheduler.placement import Policy
 from kumo.server.commands import Commands
 from kumo.server.ha import HAManager
@@ -27,7 +28,15 @@ from kumo.server.migrations import Migrations
 from kumo.server.netpaths import NetPaths
 from kumo.server.placement import Placer
 from kumo.server.queries import Queries
-from kumo.server.schemas import HostView, ImageImport, NetworkCreate, PoolCreate, VMCreate, VMView
+from kumo.server.schemas import (
+    HostView,
+    ImageImport,
+    NetworkCreate,
+    PoolCreate,
+    ProfileCreate,
+    VMCreate,
+    VMView,
+)
 from kumo.server.state import ClusterState
 from kumo.store.base import ClusterStore
 from kumo.store.cache import DirectView, StoreCache
@@ -114,6 +123,18 @@ class ClusterService:
 
     def images(self) -> list[Image]:
         return self.queries.images()
+
+    def profiles(self) -> list[InstallProfile]:
+        return self.queries.profiles()
+
+    def profile(self, name: str) -> InstallProfile:
+        return self.queries.profile(name)
+
+    def create_profile(self, req: ProfileCreate, actor: str) -> InstallProfile:
+        return self.commands.create_profile(req, actor)
+
+    def delete_profile(self, name: str, actor: str) -> None:
+        self.commands.delete_profile(name, actor)
 
     def tasks(self, limit: int = 100) -> list[Task]:
         return self.queries.tasks(limit)

@@ -56,6 +56,7 @@ POOLS = ROOT + "pools/"
 POOL_IDS = ROOT + "pool-ids/"
 NETWORKS = ROOT + "networks/"
 IMAGES = ROOT + "images/"
+PROFILES = ROOT + "profiles/"  # install profiles (model/profile.py)
 TASKS = ROOT + "tasks/"
 EVENTS = ROOT + "events/"
 TOKENS = ROOT + "tokens/"

@@ -1,13 +1,19 @@
-"""Pools, networks and images: list and create."""
+"""Pools, networks, images and install profiles: list and create (profiles: show, delete)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
+from fastapi import APIRouter, Path
+
+from kumo.model.common import Name
 from kumo.model.host import Image, Network, Pool
-from kumo.server.routes.common import API, CREATE, READ, Actor, router
-from kumo.server.schemas import ImageImport, NetworkCreate, PoolCreate
+from kumo.model.profile import InstallProfile
+from kumo.server.routes.common import ACT, API, CREATE, READ, READ_ONE, Actor, router
+from kumo.server.schemas import ImageImport, NetworkCreate, PoolCreate, ProfileCreate
 from kumo.server.service import ClusterService
+
+ProfileName = Annotated[Name, Path(description="the install profile's name")]
 
 
 def resources_router(service: ClusterService) -> APIRouter:
@@ -36,5 +42,21 @@ def resources_router(service: ClusterService) -> APIRouter:
     @r.post(f"{API}/images", status_code=201, responses=CREATE)
     def import_image(req: ImageImport, a: Actor) -> Image:
         return service.import_image(req, a)
+
+    @r.get(f"{API}/profiles", responses=READ)
+    def list_profiles(_a: Actor) -> list[InstallProfile]:
+        return service.profiles()
+
+    @r.post(f"{API}/profiles", status_code=201, responses=CREATE)
+    def create_profile(req: ProfileCreate, a: Actor) -> InstallProfile:
+        return service.create_profile(req, a)
+
+    @r.get(f"{API}/profiles/{{name}}", responses=READ_ONE)
+    def show_profile(name: ProfileName, _a: Actor) -> InstallProfile:
+        return service.profile(name)
+
+    @r.delete(f"{API}/profiles/{{name}}", status_code=204, responses=ACT)
+    def delete_profile(name: ProfileName, a: Actor) -> None:
+        service.delete_profile(name, a)
 
     return r
