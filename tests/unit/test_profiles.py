@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from kumo.model.profile import InstallProfile
+from kumo.provision.answer import shipped
 from kumo.store import keys
 from kumo.store.records import load
 from tests.unit.test_api_errors import Api, _error, _fields
@@ -82,3 +83,39 @@ def test_the_profile_model_refuses_what_the_api_refuses() -> None:
     for over in ({"kernel": "ftp://x"}, {"variables": {"a-b": "x"}}, {"args": ("a b",)}):
         with pytest.raises(ValueError):
             InstallProfile.model_validate({**good, **over})
+
+
+@pytest.mark.parametrize(
+    ("over", "field", "says"),
+    [
+        ({"answer_template": "text\n{{ nope }}\nreboot\n"}, "answer_template", "'nope'"),
+        ({"answer_template": "text\n{% if %}\n"}, "answer_template", "line 2"),
+        ({"answer_template": "frobnicate\nreboot\n"}, "answer_template", "frobnicate"),
+        (
+            {"answer_template": "text\n%post\ncurl {{ callback_url }}\n%end\n"},
+            "answer_template",
+            "reboot",
+        ),
+        ({"kind": "preseed"}, "answer_template", ""),  # a Kickstart is no preseed
+        ({"variables": {"name": "x"}}, "variables", "name"),  # would hide the VM's name
+    ],
+)
+def test_a_template_that_does_not_render_or_check_is_422_naming_it(
+    api: Api, over: dict[str, Any], field: str, says: str
+) -> None:
+    """The template is rendered for a sample VM and checked as its installer reads it
+    (Kickstart through pykickstart), when the profile is created: a broken one is refused
+    then, not when a VM's install hangs."""
+    r = api.client.post("/api/v1/profiles", json=body(**over))
+    assert _fields(r) == [field]
+    assert says in r.json()["detail"], r.json()
+    assert api.client.get("/api/v1/profiles").json() == []
+
+
+@pytest.mark.parametrize("name", sorted(shipped()))
+def test_every_shipped_template_makes_a_profile(api: Api, name: str) -> None:
+    kind = name.split("-", 1)[0]
+    r = api.client.post(
+        "/api/v1/profiles", json=body(name="p", kind=kind, answer_template=shipped()[name])
+    )
+    assert r.status_code == 201, r.text

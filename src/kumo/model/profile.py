@@ -14,8 +14,9 @@ from pydantic import Field, field_validator
 
 from kumo.model.common import Frozen, Name, check_name
 
-URL = re.compile(r"^https?://[^\s/]+(/\S*)?$")
-ARG = re.compile(r"^[^\s\x00]{1,512}$")  # one kernel argument: no whitespace
+# printable ASCII (the same in Python's and JSON Schema's regexes, unlike \s): [!-~]
+URL = re.compile(r"^https?://[!-.0-~]+(/[!-~]*)?$")
+ARG = re.compile(r"^[!-~]{1,512}$")  # one kernel argument: printable ASCII, no space
 VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")  # a Jinja2 identifier
 TEMPLATE_MAX = 256 * 1024
 

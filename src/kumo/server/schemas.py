@@ -340,7 +340,7 @@ BootSource = Annotated[
     str,
     Field(
         max_length=2048,
-        pattern=r"^(https?://[^\s/]+(/\S*)?|[a-z]([a-z0-9-]{0,61}[a-z0-9])?)$",
+        pattern=r"^(https?://[!-.0-~]+(/[!-~]*)?|[a-z]([a-z0-9-]{0,61}[a-z0-9])?)$",
         description="an http(s) URL on the site's network, or an image in kumo's image store",
     ),
 ]
@@ -359,7 +359,7 @@ class ProfileCreate(Body):
         max_length=TEMPLATE_MAX,
         description="the answer file's Jinja2 template (rendered per VM, checked for its kind)",
     )
-    args: list[Annotated[str, Field(pattern=r"^[^\s\x00]{1,512}$")]] = Field(
+    args: list[Annotated[str, Field(pattern=r"^[!-~]{1,512}$")]] = Field(
         default_factory=list, max_length=64, description="the kernel's extra arguments"
     )
     variables: dict[
