@@ -17,6 +17,7 @@ from pathlib import Path
 from kumo.lab.guest import default_cache
 from kumo.lab.namespaces import STATE_DIR, create_host_namespaces, enter, pids_in_netns
 from kumo.lab.plan import LIBVIRT_TCP_PORT, SHARED_POOL_PATH, Network, Node
+from kumo.lab.services import nas_export
 from kumo.lab.shell import LabError, run
 
 PRIVATE_DIRS = {
@@ -28,10 +29,6 @@ PRIVATE_DIRS = {
     "kumo": "/var/lib/kumo",
 }
 LAB_UUID_NS = uuid.UUID("6b756d6f-6c61-6200-8000-000000000000")
-
-
-def nas_export() -> Path:
-    return STATE_DIR / "nas1" / "export"
 
 
 def host_dir(host: str) -> Path:

@@ -107,7 +107,7 @@ def _build(
         f"networks wired: public {plan.router.address(Network.PUBLIC)}/24, "
         f"storage {plan.nas.address(Network.STORAGE)}/24 ({time.monotonic() - t0:.1f} s)"
     )
-    images = hypervisor_host.nas_export() / "images"
+    images = services.nas_export() / "images"
     images.mkdir(parents=True, exist_ok=True)
     shutil.copy(image.golden, images / GOLDEN_NAME)
     nbd_images = services.nbd_export() / "images"  # the NBD pool's own copy of the image
@@ -242,7 +242,7 @@ def status() -> LabStatus:
             if silent:
                 detail += "; faults: not answering (router-down)"
         else:
-            pool = hypervisor_host.nas_export()
+            pool = services.nas_export()
             silent = faults.silenced(node)
             state = "running" if pool.is_dir() and not silent else "degraded"
             detail = f"shared pool at {SHARED_POOL_PATH} on every host"

@@ -138,10 +138,15 @@ def start_dhcp(plan: LabPlan) -> None:
 NBD_PORT = 10809
 
 
+def nas_export() -> Path:
+    """nas1's export directory: bind-mounted on every host at ``SHARED_POOL_PATH``."""
+    return STATE_DIR / "nas1" / "export"
+
+
 def nbd_export() -> Path:
     """The NAS's NBD pool: a directory of the NAS's export (the hosts see it at
     ``SHARED_POOL_PATH/nbd``), whose ``vms/`` files ``nbdkit`` serves by name."""
-    return STATE_DIR / "nas1" / "export" / "nbd"
+    return nas_export() / "nbd"
 
 
 def start_nbd(plan: LabPlan) -> None:

@@ -37,8 +37,9 @@ from pykickstart.parser import KickstartParser  # type: ignore[import-untyped]
 from pykickstart.version import DEVEL, makeVersion  # type: ignore[import-untyped]
 
 from kumo.model.common import Frozen
+from kumo.model.profile import InstallKind
 
-KINDS = ("kickstart", "preseed", "autoinstall")
+KINDS = tuple(k.value for k in InstallKind)  # the profile's kinds: one list, in the model
 TEMPLATE_FIELD = "answer_template"
 MAX_ANSWER = 1024 * 1024  # a rendered answer file larger than this is a runaway template
 
@@ -92,6 +93,18 @@ class AnswerContext(Frozen):
             if key in own:
                 raise AnswerError(f"{key!r} is set by kumo; choose another name", field="variables")
         return {**own, **self.variables}
+
+
+def sample_context(kind: str, variables: dict[str, str]) -> AnswerContext:
+    """What a profile's template is checked with when the profile is created: a VM as kumo
+    would describe one (DHCP, one SSH key, root locked) and the profile's own variables."""
+    return AnswerContext(
+        kind=kind,
+        name="example",
+        ssh_keys=("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKumoSampleKeyOnlyForChecking example",),
+        callback_url="http://kumo.invalid/api/v1/builds/example/callback?token=sample",
+        variables=dict(variables),
+    )
 
 
 def _shquote(value: object) -> str:

@@ -10,7 +10,7 @@ from kumo.model.ha import FencedHost, HAMode, HASettings, HASpec
 from kumo.model.host import HostRecord, Image, Network, Pool
 from kumo.model.profile import InstallKind, InstallProfile, is_url
 from kumo.model.vm import Nic, Placement, PlacementRules, Power, VMSpec
-from kumo.provision.answer import AnswerContext, AnswerError, render_checked
+from kumo.provision.answer import AnswerError, render_checked, sample_context
 from kumo.scheduler.cpu import default_baseline, vm_cpu
 from kumo.server.errors import Conflict, Invalid, NotFound
 from kumo.server.macs import draw_macs
@@ -31,18 +31,6 @@ from kumo.store import keys
 from kumo.store.activity import event_op, new_task
 from kumo.store.base import Compare, Delete, Put
 from kumo.store.records import load, put
-
-
-def sample_context(kind: str, variables: dict[str, str]) -> AnswerContext:
-    """What a profile's template is checked with when it is created: a VM as kumo would
-    describe one (DHCP, one SSH key, root locked) and the profile's own variables."""
-    return AnswerContext(
-        kind=kind,
-        name="example",
-        ssh_keys=("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKumoSampleKeyOnlyForChecking example",),
-        callback_url="http://kumo.invalid/api/v1/builds/example/callback?token=sample",
-        variables=dict(variables),
-    )
 
 
 class Commands:
